@@ -1,0 +1,188 @@
+"""Typed configuration: the schema behind `conf/`, and the checks that refuse bad input.
+
+The dataclasses are registered in Hydra's ConfigStore as `greenai_schema`; `conf/config.yaml`
+lists it first in its defaults, so every YAML value is merged into a typed node and a wrong
+type or an unknown key fails at composition with an error that names the key.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from greenai.errors import ConfigError
+
+
+class ModelName(str, Enum):
+    simplecnn = "simplecnn"
+    densepoly = "densepoly"
+    denselinear = "denselinear"
+
+
+class DatasetName(str, Enum):
+    fashion_mnist = "fashion_mnist"
+    cifar10 = "cifar10"
+
+
+class EnergyBackend(str, Enum):
+    auto = "auto"
+    zeus = "zeus"
+    estimate = "estimate"
+    off = "off"
+
+
+class Objective(str, Enum):
+    accuracy = "accuracy"
+    accuracy_energy = "accuracy_energy"
+
+
+@dataclass
+class ModelConfig:
+    name: ModelName = MISSING
+
+
+@dataclass
+class DatasetConfig:
+    name: DatasetName = MISSING
+    # Shape of one image (C, H, W): known before loading, so layer counts are checked first.
+    channels: int = MISSING
+    height: int = MISSING
+    width: int = MISSING
+    # Per-channel normalisation constants of the training split.
+    mean: list[float] = MISSING
+    std: list[float] = MISSING
+    # Where the files are, if the user has them; None = system locations, then download.
+    root: str | None = None
+    # Where downloads and decompressed system copies go.
+    cache_dir: str = "~/.cache/greenai/data"
+    download: bool = True
+    # Seeded, class-balanced subsets for quick runs; None = the whole split.
+    train_size: int | None = None
+    test_size: int | None = None
+    # Seed of the subset draw, apart from the training seed so repeats see the same images.
+    subset_seed: int = 0
+
+
+@dataclass
+class EnergyConfig:
+    backend: EnergyBackend = EnergyBackend.auto
+    # Used by the estimate: joules per CPU-second (a busy server core draws roughly this).
+    watts_per_cpu_core: float = 10.0
+    # Seconds of idle measurement per sweep (0 = not measured).
+    idle_seconds: float = 0.0
+
+
+@dataclass
+class TrackingConfig:
+    # Relative sqlite paths are taken from the folder the command was started in.
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str = "greenai"
+
+
+@dataclass
+class SweepConfig:
+    """Settings of an Optuna-driven sweep; also how a job learns which trial it is."""
+
+    storage: str = "sqlite:///optuna.db"
+    study_name: str | None = None
+    # Set by greenai's sweeper for each job; None outside Optuna sweeps.
+    trial_number: int | None = None
+    energy_budget_kj: float | None = None
+    target_accuracy: float | None = None
+
+
+@dataclass
+class ObjectiveConfig:
+    name: Objective = Objective.accuracy
+    # Optuna study directions, in the order train() returns its values.
+    directions: list[str] = field(default_factory=lambda: ["maximize"])
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    energy: EnergyConfig = field(default_factory=EnergyConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    conv_layers: int = 2
+    linear_layers: int = 3
+    relu: bool = True
+    epochs: int = 25
+    batch_size: int = 512
+    seed: int = 1234
+    # Each trial trains `repeats` times (seeds seed, seed+1, …): accuracy averaged, energy summed.
+    repeats: int = 1
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    device: str = "auto"
+
+
+def register_configs() -> None:
+    """The schema, and greenai's sweeper as `hydra/sweeper=greenai` (the searchers select it)."""
+    from greenai.sweep.sweeper import register as register_sweeper  # imports optuna: only when asked
+
+    ConfigStore.instance().store(name="greenai_schema", node=TrainConfig)
+    register_sweeper()
+
+
+def to_typed(cfg: DictConfig) -> TrainConfig:
+    """Turn a composed DictConfig (possibly holding `hydra`) into a checked TrainConfig."""
+    plain = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
+    merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), plain)
+    typed = OmegaConf.to_object(merged)
+    assert isinstance(typed, TrainConfig)
+    check(typed)
+    return typed
+
+
+def check(cfg: TrainConfig) -> None:
+    """Refuse, before any data is read or any run created, values no training can take.
+
+    Layer counts are checked by `models.check_architecture`, which knows the shapes.
+    """
+    _check_positive("epochs", cfg.epochs)
+    _check_positive("batch_size", cfg.batch_size)
+    _check_positive("repeats", cfg.repeats)
+    _check_optimiser(cfg)
+    _check_dataset(cfg)
+    if cfg.energy.watts_per_cpu_core <= 0:
+        raise ConfigError("energy.watts_per_cpu_core", cfg.energy.watts_per_cpu_core, "must be > 0")
+    if cfg.energy.idle_seconds < 0:
+        raise ConfigError("energy.idle_seconds", cfg.energy.idle_seconds, "must be >= 0")
+
+
+def _check_positive(key: str, value: int) -> None:
+    if value < 1:
+        raise ConfigError(key, value, "must be a whole number >= 1")
+
+
+def _check_optimiser(cfg: TrainConfig) -> None:
+    if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
+        raise ConfigError("lr", cfg.lr, "must be a finite number > 0")
+    for key in ("beta1", "beta2"):
+        value = getattr(cfg, key)
+        if not 0 <= value < 1:
+            raise ConfigError(key, value, "must be in [0, 1)")
+    if not (cfg.eps > 0 and math.isfinite(cfg.eps)):
+        raise ConfigError("eps", cfg.eps, "must be a finite number > 0")
+    if not (cfg.weight_decay >= 0 and math.isfinite(cfg.weight_decay)):
+        raise ConfigError("weight_decay", cfg.weight_decay, "must be a finite number >= 0")
+
+
+def _check_dataset(cfg: TrainConfig) -> None:
+    ds = cfg.dataset
+    for key in ("train_size", "test_size"):
+        value = getattr(ds, key)
+        if value is not None and value < 10:
+            raise ConfigError(f"dataset.{key}", value, "must be >= 10 (one image per class) or null")
+    if len(ds.mean) != ds.channels or len(ds.std) != ds.channels:
+        raise ConfigError("dataset.mean", list(ds.mean), f"needs one value per channel ({ds.channels})")
