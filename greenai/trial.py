@@ -1,0 +1,126 @@
+"""One trial: `repeats` trainings of one configuration (seeds seed, seed+1, ...), and its figures.
+
+Accuracy is the mean of the repeats' final test accuracy; energy and time are summed over them
+(paper.md, RQ1: "each round's accuracy the mean over 8 repetitions").
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from greenai import models
+from greenai.config import TrainConfig
+from greenai.data import DeviceData
+from greenai.energy import Measurement, Meter, Source, combined_source
+from greenai.loop import EpochResult, Hyperparameters, applied_hyperparameters, fit, make_optimizer
+
+
+@dataclass
+class TrialFigures:
+    """Everything measured so far; complete when the trial ends, partial if it is stopped."""
+
+    train_images: int
+    accuracies: list[float] = field(default_factory=list)  # one per finished repeat
+    epochs: list[EpochResult] = field(default_factory=list)  # all repeats, in order
+
+    @property
+    def accuracy(self) -> float:
+        return statistics.fmean(self.accuracies) if self.accuracies else float("nan")
+
+    def _total(self, windows: list[Measurement], part: str) -> float | None:
+        values = [getattr(m, part) for m in windows]
+        known = [v for v in values if v is not None]
+        return sum(known) if known else None
+
+    @property
+    def train_windows(self) -> list[Measurement]:
+        return [e.train for e in self.epochs]
+
+    @property
+    def eval_windows(self) -> list[Measurement]:
+        return [e.eval for e in self.epochs]
+
+    @property
+    def source(self) -> Source:
+        return combined_source([m.source for m in self.train_windows + self.eval_windows])
+
+    @property
+    def train_energy_j(self) -> float | None:
+        return self._total(self.train_windows, "total_j")
+
+    def metrics(self) -> dict[str, float | None]:
+        """The run's final figures (energy ones are None when energy is off)."""
+        train_j = self.train_energy_j
+        eval_j = self._total(self.eval_windows, "total_j")
+        samples = self.train_images * len(self.epochs)
+        figures: dict[str, float | None] = {
+            "accuracy": self.accuracy,
+            "accuracy_std": statistics.pstdev(self.accuracies) if len(self.accuracies) > 1 else None,
+            "epochs_run": float(len(self.epochs)),
+            "repeats_run": float(len(self.accuracies)),
+            "train_seconds": self._total(self.train_windows, "seconds"),
+            "eval_seconds": self._total(self.eval_windows, "seconds"),
+            "train_energy_j": train_j,
+            "eval_energy_j": eval_j,
+            "energy_j": None if train_j is None else train_j + (eval_j or 0.0),
+            "gpu_energy_j": self._total(self.train_windows + self.eval_windows, "gpu_j"),
+            "cpu_energy_j": self._total(self.train_windows + self.eval_windows, "cpu_j"),
+            "energy_per_train_sample_j": None if train_j is None or not samples else train_j / samples,
+        }
+        return figures
+
+
+def epoch_metrics(result: EpochResult) -> dict[str, float | None]:
+    return {
+        "train_loss": result.train_loss,
+        "test_loss": result.test_loss,
+        "test_accuracy": result.test_accuracy,
+        "epoch_seconds": result.train.seconds,
+        "epoch_energy_j": result.train.total_j,
+        "epoch_gpu_energy_j": result.train.gpu_j,
+        "epoch_cpu_energy_j": result.train.cpu_j,
+        "eval_seconds_epoch": result.eval.seconds,
+        "eval_energy_j_epoch": result.eval.total_j,
+    }
+
+
+def hyperparameters(cfg: TrainConfig) -> Hyperparameters:
+    return Hyperparameters(cfg.lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay)
+
+
+# Called with (global step, result); global step counts epochs across repeats, from 1.
+StepHook = Callable[[int, EpochResult], None]
+
+
+def run_repeats(
+    cfg: TrainConfig,
+    spec: models.ArchitectureSpec,
+    data: DeviceData,
+    meter: Meter,
+    figures: TrialFigures,
+    on_epoch: StepHook,
+    on_optimizer: Callable[[dict[str, float]], None],
+) -> TrialFigures:
+    """Train `cfg.repeats` times, filling `figures` as it goes (so a stopped trial keeps them)."""
+    device = data.x_train.device
+    for repeat in range(cfg.repeats):
+        seed = cfg.seed + repeat
+        torch.manual_seed(seed)
+        model = models.build(spec).to(device)
+        optimizer = make_optimizer(model, hyperparameters(cfg))
+        if repeat == 0:
+            on_optimizer(applied_hyperparameters(optimizer))
+
+        def hook(result: EpochResult, offset: int = repeat * cfg.epochs) -> None:
+            figures.epochs.append(result)
+            on_epoch(offset + result.epoch, result)
+
+        results = fit(
+            model, optimizer, data, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=seed, meter=meter, on_epoch=hook
+        )
+        figures.accuracies.append(results[-1].test_accuracy)
+    return figures
