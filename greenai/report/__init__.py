@@ -1,0 +1,1 @@
+"""Reports over what MLflow holds: pure analysis functions, plots and a markdown writer."""

@@ -1,0 +1,150 @@
+"""Hydra callback: one MLflow parent run per multirun, holding the sweep's totals.
+
+on_multirun_start checks every job of a plain sweep (bad input fails before any training),
+opens the parent run (or reopens the one of a resumed Optuna study) and leaves its id in the
+sweep folder for the jobs. on_multirun_end reads the child runs back, closes any a dead process
+left RUNNING, and logs: trials run, finished, failed and pruned; total energy and time; best
+accuracy and the round it was first reached; for two-objective studies the Pareto set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from greenai import tracking
+from greenai.errors import GreenAIError, fail
+from greenai.job import write_parent_run_id
+from greenai.report.analysis import sweep_summary
+from greenai.report.runs import row_from_run
+from greenai.sweep.naming import is_greenai_sweep, study_name
+from greenai.sweep.owner import owner_alive
+from greenai.sweep.preflight import check_jobs, job_override_lists
+from greenai.sweep.sweeper import check_space
+
+log = logging.getLogger(__name__)
+RESULTS_FILE = "optimization_results.yaml"
+STUDY_TAG = "greenai.study_name"
+PARETO_TAG = "greenai.pareto"
+
+
+class SweepRunCallback(Callback):
+    def __init__(self) -> None:
+        self.run: tracking.RunLogger | None = None
+        self.sweep_dir: Path | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra turns a callback's exceptions into warnings and carries on; bad input must stop
+        # the command, so errors leave as SystemExit (one line on stderr, exit status 2).
+        try:
+            if is_greenai_sweep(config):
+                check_space(config)
+            else:
+                check_jobs(config, job_override_lists(config))
+            self._start(config)
+        except GreenAIError as exc:
+            fail(str(exc))
+        except Exception as exc:
+            fail(f"tracking.uri={tracking.redact(str(config.tracking.uri))}: cannot open the sweep's MLflow run ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+
+    def _start(self, config: DictConfig) -> None:
+        launch_dir = os.getcwd()
+        self.sweep_dir = Path(launch_dir) / str(config.hydra.sweep.dir)
+        uri = tracking.resolve_uri(config.tracking.uri, launch_dir)
+        study = study_name(config) if is_greenai_sweep(config) else None
+        self.run = self._open_parent(uri, str(config.tracking.experiment), study, config)
+        write_parent_run_id(self.sweep_dir, self.run.run_id)
+        log.info("MLflow sweep run %s in %s (experiment %s)", self.run.run_id, tracking.redact(uri), config.tracking.experiment)
+
+    def _open_parent(self, uri: str, experiment: str, study: str | None, config: DictConfig) -> tracking.RunLogger:
+        mlflow = tracking.client(uri)
+        if study is not None:
+            previous = tracking.find_run(mlflow, experiment, {tracking.RUN_KIND: "sweep", STUDY_TAG: study})
+            if previous is not None:
+                # A resumed study keeps one parent run: reopen it rather than start a duplicate.
+                mlflow.update_run(previous.info.run_id, status="RUNNING")
+                run = tracking.RunLogger(mlflow, previous.info.run_id)
+                run.tags({"hydra.sweep_dir": self.sweep_dir, "greenai.resumed": "true"})
+                self._close_orphans(run)
+                return run
+        tags = {
+            tracking.RUN_KIND: "sweep",
+            tracking.TRIAL_STATE: "running",
+            "hydra.sweep_dir": str(self.sweep_dir),
+            "hydra.sweeper": str(OmegaConf.select(config, "hydra.sweeper._target_")),
+            "greenai.command": " ".join(OmegaConf.to_container(config.hydra.overrides.task, resolve=False) or []),
+        }
+        if study is not None:
+            tags[STUDY_TAG] = study
+        name = f"sweep-{study}" if study else f"sweep-{self.sweep_dir.parent.name}-{self.sweep_dir.name}"
+        exp = tracking.experiment_id(mlflow, experiment)
+        created = mlflow.create_run(exp, run_name=name, tags={k: tracking.redact_text(str(v)) for k, v in tags.items()})
+        return tracking.RunLogger(mlflow, created.info.run_id)
+
+    @staticmethod
+    def _close_orphans(run: tracking.RunLogger) -> None:
+        """Trials a killed process left RUNNING are closed as KILLED (never left running)."""
+        for child in tracking.child_runs(run.mlflow, run.run_id):
+            if child.info.status == "RUNNING" and owner_alive(child.data.tags.get("greenai.owner")) is False:
+                orphan = tracking.RunLogger(run.mlflow, child.info.run_id)
+                orphan.tags({tracking.FAILURE_REASON: "process ended without closing the run (killed)"})
+                tracking.close_run(orphan, KeyboardInterrupt())
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        exc = sys.exc_info()[1]  # set when the sweep is ending by an exception
+        if self.run is None:
+            return
+        try:
+            self._summarize(config)
+        finally:
+            tracking.close_run(self.run, exc)
+            self.run = None
+
+    def _summarize(self, config: DictConfig) -> None:
+        assert self.run is not None and self.sweep_dir is not None
+        self._close_orphans(self.run)
+        rows = [row_from_run(r) for r in tracking.child_runs(self.run.mlflow, self.run.run_id)]
+        two_objectives = len(config.objective.directions) > 1
+        summary = sweep_summary(rows, two_objectives)
+        self.run.metrics({f"sweep_{k}": v for k, v in summary.items() if isinstance(v, (int, float)) and k != "best_round"})
+        if summary.get("best_round") is not None:
+            self.run.metrics({"best_round": summary["best_round"]})
+        sources = summary["energy_sources"]
+        self.run.tags({"energy_source": "+".join(sources) if sources else "off"})
+        results = self.sweep_dir / RESULTS_FILE
+        if results.is_file():
+            self.run.text(tracking.redact_text(results.read_text()), RESULTS_FILE)
+            stop = OmegaConf.load(results).get("stop_reason")
+            if stop:
+                self.run.tags({"greenai.stop_reason": stop})
+        if two_objectives:
+            self._mark_pareto(summary.get("pareto", []))
+        self.run.text(json.dumps(summary, indent=2, default=str), "sweep_summary.json")
+        log.info("sweep: %s", _one_line(summary))
+
+    def _mark_pareto(self, pareto: list[dict[str, Any]]) -> None:
+        assert self.run is not None
+        for point in pareto:
+            tracking.RunLogger(self.run.mlflow, point["run_id"]).tags({PARETO_TAG: "true"})
+        rounds = ",".join(str(p["round"]) for p in pareto)
+        self.run.tags({"greenai.pareto_rounds": rounds})
+        self.run.text(json.dumps(pareto, indent=2), "pareto.json")
+        for point in pareto:
+            log.info("Pareto-optimal: round %s accuracy %.4f energy %.1f J", point["round"], point["accuracy"], point["energy_j"])
+
+
+def _one_line(summary: dict[str, Any]) -> str:
+    parts = [f"{summary['trials']} trials ({summary['trials_finished']} finished, {summary['trials_pruned']} pruned, "
+             f"{summary['trials_failed']} failed, {summary['trials_killed']} killed)"]
+    if summary.get("energy_j") is not None:
+        parts.append(f"energy {summary['energy_j']:.1f} J ({'+'.join(summary['energy_sources'])})")
+    if "best_accuracy" in summary:
+        parts.append(f"best accuracy {summary['best_accuracy']:.4f} first at round {summary['best_round']}")
+    return ", ".join(parts)

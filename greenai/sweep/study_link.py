@@ -1,0 +1,85 @@
+"""A job's handle on its Optuna trial, through the study's shared storage.
+
+The Optuna sweeper plugin asks and tells trials in the sweeping process; the job that trains
+has no handle on the study, so it cannot report per-epoch accuracy or be pruned. greenai's
+sweeper passes each job its study name and trial number (`sweep.study_name`,
+`sweep.trial_number`); the job reopens the trial from the storage and reports through it.
+Outside an Optuna sweep the link is inactive and every call does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import optuna
+
+from greenai.config import SweepConfig
+from greenai.job import JobContext
+from greenai.tracking import resolve_uri
+
+log = logging.getLogger(__name__)
+
+# User attributes greenai keeps on each Optuna trial.
+ENERGY_ATTR = "energy_j"
+ENERGY_SOURCE_ATTR = "energy_source"
+MLFLOW_RUN_ATTR = "mlflow_run_id"
+OWNER_ATTR = "greenai_owner"  # host:pid of the process that asked the trial
+FAILURE_ATTR = "failure_reason"
+RECORDED_METRICS = ("accuracy", "energy_j", "train_energy_j", "train_seconds", "epochs_run")
+
+
+class Pruned(optuna.TrialPruned):
+    """Raised in the job when the pruner stops a trial; MLflow records it as `pruned`."""
+
+    trial_state = "pruned"
+
+
+class StudyLink:
+    def __init__(self, trial: optuna.trial.Trial | None = None, pruner_active: bool = False) -> None:
+        self.trial = trial
+        self.pruner_active = pruner_active
+
+    @classmethod
+    def for_job(cls, sweep: SweepConfig, job: JobContext, pruner: optuna.pruners.BasePruner | None = None) -> StudyLink:
+        if sweep.trial_number is None or sweep.study_name is None:
+            return cls()
+        storage = optuna.storages.get_storage(resolve_uri(sweep.storage, job.launch_dir))
+        study_id = storage.get_study_id_from_name(sweep.study_name)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, sweep.trial_number)
+        # A random sampler: the job samples nothing, and this keeps reopening the trial cheap.
+        study = optuna.load_study(
+            study_name=sweep.study_name, storage=storage, sampler=optuna.samplers.RandomSampler(), pruner=pruner
+        )
+        single_objective = len(study.directions) == 1
+        return cls(optuna.trial.Trial(study, trial_id), pruner_active=pruner is not None and single_objective)
+
+    @property
+    def active(self) -> bool:
+        return self.trial is not None
+
+    @contextmanager
+    def attached(self, mlflow_run_id: str) -> Iterator[StudyLink]:
+        self._set(MLFLOW_RUN_ATTR, mlflow_run_id)
+        yield self
+
+    def report(self, step: int, accuracy: float) -> None:
+        """Report the epoch's accuracy; raise Pruned if the pruner says stop."""
+        if self.trial is None or not self.pruner_active or accuracy != accuracy:  # NaN: nothing to report
+            return
+        self.trial.report(accuracy, step)
+        if self.trial.should_prune():
+            raise Pruned(f"pruned at step {step} (accuracy {accuracy:.4f})")
+
+    def record(self, metrics: Mapping[str, float | None]) -> None:
+        """Keep the trial's figures on the Optuna trial too: the sweeper sums energy from them."""
+        for key in RECORDED_METRICS:
+            value = metrics.get(key)
+            if value is not None:
+                self._set(key, float(value))
+
+    def _set(self, key: str, value: Any) -> None:
+        if self.trial is not None:
+            self.trial.set_user_attr(key, value)

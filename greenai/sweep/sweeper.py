@@ -1,0 +1,359 @@
+"""greenai's Optuna sweeper: the hydra-optuna-sweeper plugin, extended through subclassing.
+
+What it adds to the plugin:
+- resume: `n_trials` counts the study's finished (complete or pruned) trials, so rerunning a
+  command continues its study; trials a dead process left RUNNING are marked failed first;
+- each job learns its study and trial number (`sweep.study_name`, `sweep.trial_number`), so it
+  can report per-epoch accuracy to the pruner and record its energy on the trial;
+- pruned trials (the job raised `optuna.TrialPruned`) are told as PRUNED, failed ones as FAIL
+  with the reason kept on the trial; `max_failure_rate` bounds failures over the whole sweep;
+- grid search over continuous ranges: `grid_points` evenly spaced values per parameter, the
+  upper bound left out (the paper's grid), in log space for `tag(log, ...)` intervals;
+- the search space is checked before the first trial: every bound is composed into a job
+  config and refused with one line if training could not take it;
+- stops: an energy budget (`sweep.energy_budget_kj`) and an accuracy target
+  (`sweep.target_accuracy`), checked before each new batch of trials.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from hydra.core.config_store import ConfigStore
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from hydra.utils import instantiate
+from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
+from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from greenai.errors import GreenAIError, fail
+from greenai.sweep import study_link
+from greenai.sweep.naming import study_name as default_study_name
+from greenai.sweep.owner import owner_alive, owner_id
+from greenai.sweep.preflight import check_jobs
+from greenai.tracking import redact, resolve_uri
+
+log = logging.getLogger(__name__)
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# Overrides greenai's sweeper sets itself for every job.
+JOB_KEYS = ("sweep.trial_number", "sweep.study_name")
+MAX_SPACE_CHECKS = 200
+
+
+@dataclass
+class GreenOptunaSweeperConf(OptunaSweeperConf):
+    _target_: str = "greenai.sweep.sweeper.GreenOptunaSweeper"
+    # Read from the task config, so the objective group and `sweep.*` settle them.
+    direction: Any = "${objective.directions}"
+    storage: Any = "${sweep.storage}"
+    study_name: Any = "${sweep.study_name}"
+    # One trial at a time: a sequential sampler sees each result before the next ask.
+    n_jobs: int = 1
+    # Failed trials allowed, as a fraction of n_trials over the whole sweep.
+    max_failure_rate: float = 0.5
+    grid_points: int = 5
+    pruner: Any = None
+
+
+def register() -> None:
+    ConfigStore.instance().store(group="hydra/sweeper", name="greenai", node=GreenOptunaSweeperConf, provider="greenai")
+
+
+def grid_values(distribution: BaseDistribution, points: int) -> list[Any]:
+    """A parameter's grid: its choices, its integer steps, or `points` evenly spaced values
+    of a continuous range with the upper bound left out (log-spaced for log ranges)."""
+    if isinstance(distribution, CategoricalDistribution):
+        return list(distribution.choices)
+    if isinstance(distribution, IntDistribution):
+        return list(range(distribution.low, distribution.high + 1, distribution.step))
+    assert isinstance(distribution, FloatDistribution)
+    if distribution.step is not None:
+        return OptunaSweeperImpl._to_grid_sampler_choices(distribution)
+    low, high = distribution.low, distribution.high
+    if distribution.log:
+        ratio = math.log(high / low)
+        values = [low * math.exp(ratio * i / points) for i in range(points)]
+    else:
+        values = [low + (high - low) * i / points for i in range(points)]
+    # 12 significant digits: 0.28, not 0.28000000000000003, in overrides and run names.
+    return [float(f"{v:.12g}") for v in values]
+
+
+def half_open(distribution: BaseDistribution) -> BaseDistribution:
+    """A continuous `interval(low, high)` searched as [low, high): its upper bound is never
+    sampled. Gaussian-process samplers do land on bounds, and Adam takes no beta = 1 (the
+    paper's beta ranges end at 1; its grid also left the upper bound out)."""
+    if isinstance(distribution, FloatDistribution) and distribution.step is None and distribution.low < distribution.high:
+        high = math.nextafter(distribution.high, distribution.low)
+        return FloatDistribution(distribution.low, high, log=distribution.log)
+    return distribution
+
+
+def probe_values(distribution: BaseDistribution) -> list[Any]:
+    """Values that stand for a whole range in the pre-flight check: its ends (or choices)."""
+    if isinstance(distribution, CategoricalDistribution):
+        return list(distribution.choices)
+    assert isinstance(distribution, (IntDistribution, FloatDistribution))
+    return [distribution.low, distribution.high]
+
+
+def parse_space(params_conf: list[str]) -> tuple[dict[str, BaseDistribution], dict[str, Any], list[str]]:
+    """Search space, fixed params and fixed overrides, as the plugin reads them, with greenai's
+    rules: continuous ranges half-open, its own job keys dropped, errors in one line."""
+    try:
+        space, fixed, fixed_overrides = create_params_from_overrides(params_conf)
+    except (ValueError, AssertionError):
+        for override in params_conf:  # find the culprit, to name it
+            try:
+                create_params_from_overrides([override])
+            except (ValueError, AssertionError) as exc:
+                fail(f"{override}: not a valid search range ({exc})")
+        raise
+    for name in fixed:
+        space.pop(name, None)
+    for key in JOB_KEYS:
+        fixed.pop(key, None)
+    if not space:
+        fail("hydra.sweeper.params: the search space is empty; add space=paper3 (or paper5, rq2) or sweep a parameter, e.g. lr='interval(1e-5,1e-1)'")
+    return {name: half_open(dist) for name, dist in space.items()}, fixed, fixed_overrides
+
+
+def sweep_params(config: DictConfig) -> list[str]:
+    """The sweeper's `params` plus the command line's task overrides, as the sweep sees them."""
+    params = config.hydra.sweeper.params or {}
+    task = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
+    assert isinstance(task, list)
+    return [f"{k}={v}" for k, v in params.items()] + task
+
+
+def check_space(config: DictConfig) -> None:
+    """Compose a job at each end of each range (each choice) and refuse what training cannot take."""
+    space, fixed, fixed_overrides = parse_space(sweep_params(config))
+    base = [f"{k}={v}" for k, v in fixed.items()] + list(fixed_overrides)
+    probes = [[*base, f"{name}={value}"] for name, dist in space.items() for value in probe_values(dist)]
+    try:
+        check_jobs(config, probes[:MAX_SPACE_CHECKS])
+    except GreenAIError as exc:
+        fail(f"search space: {exc}")
+
+
+class GreenOptunaSweeperImpl(OptunaSweeperImpl):
+    def __init__(self, *args: Any, grid_points: int, pruner: Any) -> None:
+        super().__init__(*args)
+        self.grid_points = grid_points
+        self.pruner = pruner
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        if not self.storage:
+            fail("sweep.storage: greenai's sweeper needs a study storage (default sqlite:///optuna.db; any SQLAlchemy URL)")
+        self.storage = resolve_uri(str(self.storage), config.hydra.runtime.cwd)
+
+    # ------------------------------------------------------------ search space
+
+    def _search_space(self, arguments: list[str]) -> tuple[dict[str, BaseDistribution], dict[str, Any], list[str]]:
+        self._process_searchspace_config()
+        return parse_space(self._parse_sweeper_params_config() + arguments)
+
+    def _make_sampler(self, space: dict[str, BaseDistribution], trials_so_far: int) -> Any:
+        """The configured sampler. Resuming a study of N trials seeds it with seed + N: the
+        same command stays reproducible, and a resumed random sweep does not replay the
+        points it already ran."""
+        config = OmegaConf.create(OmegaConf.to_container(self.sampler, resolve=True))
+        if trials_so_far and config.get("seed") is not None:
+            config.seed = int(config.seed) + trials_so_far
+        sampler = instantiate(config, _execution_whitelist_=("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*"))
+        is_grid = isinstance(sampler, functools.partial) and sampler.func == optuna.samplers.GridSampler
+        if not is_grid:
+            return sampler
+        grid = {name: grid_values(dist, self.grid_points) for name, dist in space.items()}
+        size = math.prod(len(v) for v in grid.values())
+        if self.n_trials > size:
+            log.info("grid of %d points: n_trials lowered from %d to %d", size, self.n_trials, size)
+            self.n_trials = size
+        return sampler(grid)
+
+    # ------------------------------------------------------------ the study
+
+    def _existing_trials(self, name: str) -> int:
+        storage = optuna.storages.get_storage(self.storage)
+        try:
+            study_id = storage.get_study_id_from_name(name)
+        except KeyError:
+            return 0
+        return len(storage.get_all_trials(study_id, deepcopy=False))
+
+    def _open_study(self, space: dict[str, BaseDistribution], directions: list[str]) -> optuna.Study:
+        name = default_study_name(self.config)
+        sampler = self._make_sampler(space, self._existing_trials(name))
+        study = optuna.create_study(
+            study_name=name, storage=self.storage, sampler=sampler, pruner=self._pruner(directions),
+            directions=directions, load_if_exists=True,
+        )
+        log.info("study %s in %s (%s, %s)", name, redact(str(self.storage)), type(sampler).__name__, "/".join(directions))
+        return study
+
+    def _pruner(self, directions: list[str]) -> optuna.pruners.BasePruner | None:
+        if not self.pruner:
+            return None
+        if len(directions) > 1:
+            fail("hydra.sweeper.pruner: Optuna cannot prune multi-objective studies; use pruner=none with objective=accuracy_energy")
+        return instantiate(self.pruner)
+
+    @staticmethod
+    def _fail_stale(study: optuna.Study) -> None:
+        """Trials left RUNNING by a process that is gone are failed, so resuming can count."""
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if owner_alive(trial.user_attrs.get(study_link.OWNER_ATTR)) is False:
+                study._storage.set_trial_user_attr(trial._trial_id, study_link.FAILURE_ATTR, "interrupted: its process ended")
+                study.tell(trial.number, state=TrialState.FAIL)
+                log.warning("trial %d was left running by a process that ended: marked failed", trial.number)
+
+    @staticmethod
+    def _count(study: optuna.Study, states: tuple[TrialState, ...]) -> int:
+        return len(study.get_trials(deepcopy=False, states=states))
+
+    def _stop_reason(self, study: optuna.Study) -> str | None:
+        sweep = self.config.sweep
+        trials = study.get_trials(deepcopy=False)
+        if sweep.energy_budget_kj is not None:
+            spent = sum(t.user_attrs.get(study_link.ENERGY_ATTR, 0.0) for t in trials) / 1000
+            if spent >= sweep.energy_budget_kj:
+                return f"energy budget of {sweep.energy_budget_kj} kJ reached ({spent:.3f} kJ spent)"
+        if sweep.target_accuracy is not None:
+            done = [t for t in trials if t.state == TrialState.COMPLETE]
+            best = max((t.user_attrs.get("accuracy", float("-inf")) for t in done), default=float("-inf"))
+            if best >= sweep.target_accuracy:
+                return f"target accuracy {sweep.target_accuracy} reached ({best:.4f})"
+        return None
+
+    # ------------------------------------------------------------ running trials
+
+    def _job_overrides(self, trials: list[optuna.Trial], space: dict[str, BaseDistribution], fixed: dict[str, Any], fixed_overrides: list[str], study: optuna.Study) -> list[tuple[str, ...]]:
+        per_trial = self._configure_trials(trials, space, fixed, fixed_overrides)
+        return [
+            (*overrides, f"sweep.trial_number={trial.number}", f"sweep.study_name={study.study_name}")
+            for trial, overrides in zip(trials, per_trial)
+        ]
+
+    def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: Any, directions: list[str]) -> TrialState:
+        try:
+            returned = ret.return_value  # re-raises the job's exception
+            values = [float(v) for v in (returned if len(directions) > 1 else [returned])]
+            if len(values) != len(directions) or not all(math.isfinite(v) for v in values):
+                raise ValueError(f"expected {len(directions)} finite value(s), got {returned!r}")
+        except optuna.TrialPruned:
+            study.tell(trial, state=TrialState.PRUNED)
+            return TrialState.PRUNED
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            trial.set_user_attr(study_link.FAILURE_ATTR, reason)
+            study.tell(trial, state=TrialState.FAIL)
+            log.warning("trial %d failed: %s", trial.number, reason)
+            return TrialState.FAIL
+        try:
+            study.tell(trial, values=values)
+        except RuntimeError as exc:  # GridSampler stops the study once the grid is covered
+            if "Study.stop" not in str(exc):
+                raise
+        return TrialState.COMPLETE
+
+    def _launch(self, study: optuna.Study, trials: list[optuna.Trial], overrides: list[tuple[str, ...]]) -> list[Any]:
+        try:
+            returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
+        except BaseException:
+            # Interrupted (Ctrl-C) or the launcher broke: no trial stays RUNNING in the study.
+            for trial in trials:
+                if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+                    trial.set_user_attr(study_link.FAILURE_ATTR, "interrupted")
+                    study.tell(trial, state=TrialState.FAIL)
+            raise
+        self.job_idx += len(returns)
+        return list(returns)
+
+    def sweep(self, arguments: list[str]) -> None:
+        # The search space was checked by greenai's sweep callback before the MLflow run opened.
+        space, fixed, fixed_overrides = self._search_space(arguments)
+        directions = self._get_directions()
+        study = self._open_study(space, directions)
+        self._fail_stale(study)
+        finished = self._count(study, FINISHED)
+        # Job numbers continue the study's trial numbers, so output folders stay distinct.
+        self.job_idx = len(study.get_trials(deepcopy=False))
+        allowed_failures = self.max_failure_rate * self.n_trials
+        failures, stop = 0, None
+        if finished:
+            log.info("resuming: %d of %d trials already finished", finished, self.n_trials)
+        while finished < self.n_trials:
+            stop = self._stop_reason(study)
+            if stop:
+                log.info("stopping: %s", stop)
+                break
+            batch = min(self.n_jobs, self.n_trials - finished)
+            trials = [study.ask() for _ in range(batch)]
+            for trial in trials:
+                trial.set_user_attr(study_link.OWNER_ATTR, owner_id())
+            returns = self._launch(study, trials, self._job_overrides(trials, space, fixed, fixed_overrides, study))
+            states = [self._tell(study, t, r, directions) for t, r in zip(trials, returns)]
+            failures += states.count(TrialState.FAIL)
+            finished = self._count(study, FINISHED)
+            self._log_progress(study, finished, directions)
+            if failures > allowed_failures:
+                self._save(study, directions, f"aborted: {failures} failed trials exceed max_failure_rate={self.max_failure_rate}")
+                raise RuntimeError(f"{failures} trials failed, more than max_failure_rate={self.max_failure_rate} x n_trials={self.n_trials} allows")
+        self._save(study, directions, stop or "completed")
+
+    def _log_progress(self, study: optuna.Study, finished: int, directions: list[str]) -> None:
+        spent = sum(t.user_attrs.get(study_link.ENERGY_ATTR, 0.0) for t in study.get_trials(deepcopy=False)) / 1000
+        line = f"{finished}/{self.n_trials} trials finished, {spent:.3f} kJ spent"
+        if len(directions) == 1 and self._count(study, (TrialState.COMPLETE,)):
+            best = study.best_trial
+            line += f", best {best.value:.4f} at round {best.number + 1}"
+        log.info(line)
+
+    def _save(self, study: optuna.Study, directions: list[str], stop_reason: str) -> None:
+        counts = {state.name.lower(): self._count(study, (state,)) for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+        results: dict[str, Any] = {
+            "name": "optuna",
+            "study_name": study.study_name,
+            "storage": redact(str(self.storage)),
+            "n_trials": self.n_trials,
+            "trials": counts,
+            "stop_reason": stop_reason,
+        }
+        if counts["complete"] and len(directions) == 1:
+            best = study.best_trial
+            results.update(best_params=best.params, best_value=best.value, best_round=best.number + 1)
+            log.info("best value %s at round %d: %s", best.value, best.number + 1, best.params)
+        elif counts["complete"]:
+            results["solutions"] = [{"round": t.number + 1, "params": t.params, "values": t.values} for t in study.best_trials]
+            for t in study.best_trials:
+                log.info("Pareto-optimal round %d: values %s, params %s", t.number + 1, t.values, t.params)
+        OmegaConf.save(OmegaConf.create(results), f"{self.config.hydra.sweep.dir}/optimization_results.yaml")
+
+
+class GreenOptunaSweeper(Sweeper):
+    """Hydra's entry point for `hydra/sweeper=greenai` (selected by `searcher=...`)."""
+
+    def __init__(self, sampler: Any, direction: Any, storage: Any, study_name: Any, n_trials: int, n_jobs: int,
+                 max_failure_rate: float, custom_search_space: str | None, params: DictConfig | None,
+                 grid_points: int = 5, pruner: Any = None) -> None:
+        # The sampler stays a config until the study is opened (see _make_sampler).
+        self.impl = GreenOptunaSweeperImpl(
+            sampler, direction, storage, study_name, n_trials, n_jobs, max_failure_rate, custom_search_space, params,
+            grid_points=grid_points, pruner=pruner,
+        )
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.impl.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: list[str]) -> None:
+        return self.impl.sweep(arguments)

@@ -1,0 +1,182 @@
+"""MLflow: one run per trial, one parent run per sweep; what is logged and how it is named.
+
+Everything goes through `MlflowClient` with explicit run ids, never MLflow's global "active
+run", so trials in one process (Hydra's basic launcher) and in many (joblib, Slurm) behave
+the same. A run always ends FINISHED, FAILED or KILLED, never left RUNNING by an exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+
+log = logging.getLogger(__name__)
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+RUN_KIND = "greenai.run_kind"  # "trial" or "sweep"
+TRIAL_STATE = "greenai.trial_state"  # running, finished, failed, pruned, killed
+FAILURE_REASON = "greenai.failure_reason"
+PARENT = "mlflow.parentRunId"
+NOTE = "mlflow.note.content"
+MLFLOW_BATCH = 100  # MLflow accepts at most 100 params or tags per log_batch call
+MAX_PARAM_LENGTH = 6000
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced, safe to print or log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def redact_text(text: str) -> str:
+    """Every user:password@ in free text (a config dump) with the password hidden."""
+    return re.sub(r"(://[^:/@\s]+):[^@\s]+@", r"\1:***@", text)
+
+
+def resolve_uri(uri: str, base: str | Path) -> str:
+    """A relative sqlite path is taken from `base` (where the command was started), so every
+    job of a sweep, whatever its working folder, writes to the same store."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str((Path(base) / uri[len(prefix) :]).resolve())
+    return uri
+
+
+_CLIENTS: dict[str, MlflowClient] = {}
+
+
+def client(uri: str) -> MlflowClient:
+    if uri not in _CLIENTS:
+        _CLIENTS[uri] = MlflowClient(tracking_uri=uri)
+    return _CLIENTS[uri]
+
+
+def experiment_id(mlflow: MlflowClient, name: str) -> str:
+    """The experiment's id, creating it (artifacts next to a sqlite store) if needed."""
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    uri = mlflow.tracking_uri
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri[len("sqlite:///") :]).parent / "mlruns").as_uri()
+    try:
+        return mlflow.create_experiment(name, artifact_location=location)
+    except MlflowException:  # another worker created it first
+        found = mlflow.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def _stringify(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= MAX_PARAM_LENGTH else text[: MAX_PARAM_LENGTH - 3] + "..."
+
+
+@dataclass
+class RunLogger:
+    """Writes to one MLflow run."""
+
+    mlflow: MlflowClient
+    run_id: str
+
+    def params(self, values: Mapping[str, object]) -> None:
+        items = [Param(k, _stringify(v)) for k, v in values.items()]
+        for start in range(0, len(items), MLFLOW_BATCH):
+            self.mlflow.log_batch(self.run_id, params=items[start : start + MLFLOW_BATCH])
+
+    def tags(self, values: Mapping[str, object]) -> None:
+        items = [RunTag(k, _stringify(v)) for k, v in values.items()]
+        for start in range(0, len(items), MLFLOW_BATCH):
+            self.mlflow.log_batch(self.run_id, tags=items[start : start + MLFLOW_BATCH])
+
+    def metrics(self, values: Mapping[str, float | None], step: int = 0) -> None:
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in values.items() if v is not None]
+        if items:
+            self.mlflow.log_batch(self.run_id, metrics=items)
+
+    def text(self, text: str, artifact_file: str) -> None:
+        self.mlflow.log_text(self.run_id, text, artifact_file)
+
+
+def end_state(exc: BaseException | None) -> tuple[str, str]:
+    """(MLflow status, greenai trial state) for a run that ended with `exc` (None = success).
+
+    A pruned trial stopped on purpose: FINISHED in MLflow, `pruned` in greenai's tag. The
+    exception says so through a `trial_state` attribute, so this module needs no Optuna.
+    """
+    if exc is None:
+        return "FINISHED", "finished"
+    if getattr(exc, "trial_state", None) == "pruned":
+        return "FINISHED", "pruned"
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return "KILLED", "killed"
+    return "FAILED", "failed"
+
+
+def close_run(run: RunLogger, exc: BaseException | None) -> None:
+    status, state = end_state(exc)
+    tags: dict[str, object] = {TRIAL_STATE: state}
+    if state in ("failed", "killed"):
+        reason = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+        tags[FAILURE_REASON] = reason.splitlines()[0] if reason else type(exc).__name__
+    run.tags(tags)
+    run.mlflow.set_terminated(run.run_id, status=status)
+
+
+@contextmanager
+def open_run(uri: str, experiment: str, run_name: str, tags: Mapping[str, object]) -> Iterator[RunLogger]:
+    """A run that is closed with the right status whatever happens inside the block."""
+    mlflow = client(uri)
+    exp = experiment_id(mlflow, experiment)
+    created = mlflow.create_run(exp, run_name=run_name, tags={k: _stringify(v) for k, v in tags.items()})
+    run = RunLogger(mlflow, created.info.run_id)
+    try:
+        yield run
+    except BaseException as exc:
+        close_run(run, exc)
+        raise
+    close_run(run, None)
+
+
+def child_runs(mlflow: MlflowClient, parent_run_id: str) -> list:
+    """Every run nested under `parent_run_id`, oldest first."""
+    parent = mlflow.get_run(parent_run_id)
+    runs, token = [], None
+    while True:
+        page = mlflow.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.`{PARENT}` = '{parent_run_id}'",
+            max_results=1000,
+            order_by=["attributes.start_time ASC"],
+            page_token=token,
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def find_run(mlflow: MlflowClient, experiment: str, tags: Mapping[str, str]) -> object | None:
+    """The newest run of `experiment` carrying all of `tags`, if any."""
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    clauses = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = mlflow.search_runs([found.experiment_id], filter_string=clauses, max_results=1, order_by=["attributes.start_time DESC"])
+    return runs[0] if runs else None
