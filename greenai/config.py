@@ -130,7 +130,7 @@ def register_configs() -> None:
     """The schema, and greenai's sweeper as `hydra/sweeper=greenai` (the searchers select it)."""
     from greenai.sweep.sweeper import register as register_sweeper  # imports optuna: only when asked
 
-    ConfigStore.instance().store(name="greenai_schema", node=TrainConfig)
+    ConfigStore.instance().store(name="greenai_schema", node=TrainConfig, replace=True)
     register_sweeper()
 
 

@@ -12,12 +12,13 @@ from torch import nn
 
 from greenai.data import DeviceData
 from greenai.energy import Measurement, Meter
+from greenai.errors import GreenAIError
 
 EVAL_BATCH = 4096
 
 
-class DivergedError(RuntimeError):
-    """The training loss became NaN or infinite."""
+class DivergedError(GreenAIError, RuntimeError):
+    """The training loss became NaN or infinite: the trial fails with this one-line reason."""
 
 
 @dataclass(frozen=True)

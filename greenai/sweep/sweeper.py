@@ -64,7 +64,7 @@ class GreenOptunaSweeperConf(OptunaSweeperConf):
 
 
 def register() -> None:
-    ConfigStore.instance().store(group="hydra/sweeper", name="greenai", node=GreenOptunaSweeperConf, provider="greenai")
+    ConfigStore.instance().store(group="hydra/sweeper", name="greenai", node=GreenOptunaSweeperConf, provider="greenai", replace=True)
 
 
 def grid_values(distribution: BaseDistribution, points: int) -> list[Any]:
@@ -103,6 +103,16 @@ def probe_values(distribution: BaseDistribution) -> list[Any]:
         return list(distribution.choices)
     assert isinstance(distribution, (IntDistribution, FloatDistribution))
     return [distribution.low, distribution.high]
+
+
+def tell(study: optuna.Study, trial: optuna.Trial | int, **result: Any) -> None:
+    """study.tell, minus GridSampler's complaint: once the grid is covered it calls
+    Study.stop(), which Optuna only allows inside study.optimize; the sweep stops itself."""
+    try:
+        study.tell(trial, **result)
+    except RuntimeError as exc:
+        if "Study.stop" not in str(exc):
+            raise
 
 
 def parse_space(params_conf: list[str]) -> tuple[dict[str, BaseDistribution], dict[str, Any], list[str]]:
@@ -209,13 +219,17 @@ class GreenOptunaSweeperImpl(OptunaSweeperImpl):
         return instantiate(self.pruner)
 
     @staticmethod
-    def _fail_stale(study: optuna.Study) -> None:
-        """Trials left RUNNING by a process that is gone are failed, so resuming can count."""
+    def _fail_stale(study: optuna.Study, space: dict[str, BaseDistribution]) -> None:
+        """Trials left RUNNING by a process that is gone are failed, and their point is queued
+        again: it was never evaluated, and resuming must not skip it (a grid would)."""
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if owner_alive(trial.user_attrs.get(study_link.OWNER_ATTR)) is False:
-                study._storage.set_trial_user_attr(trial._trial_id, study_link.FAILURE_ATTR, "interrupted: its process ended")
-                study.tell(trial.number, state=TrialState.FAIL)
-                log.warning("trial %d was left running by a process that ended: marked failed", trial.number)
+            if owner_alive(trial.user_attrs.get(study_link.OWNER_ATTR)) is not False:
+                continue
+            study._storage.set_trial_user_attr(trial._trial_id, study_link.FAILURE_ATTR, "interrupted: its process ended")
+            tell(study, trial.number, state=TrialState.FAIL)
+            if set(trial.params) == set(space):
+                study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            log.warning("trial %d was left running by a process that ended: marked failed and queued again", trial.number)
 
     @staticmethod
     def _count(study: optuna.Study, states: tuple[TrialState, ...]) -> int:
@@ -224,6 +238,9 @@ class GreenOptunaSweeperImpl(OptunaSweeperImpl):
     def _stop_reason(self, study: optuna.Study) -> str | None:
         sweep = self.config.sweep
         trials = study.get_trials(deepcopy=False)
+        waiting = any(t.state == TrialState.WAITING for t in trials)
+        if isinstance(study.sampler, optuna.samplers.GridSampler) and study.sampler.is_exhausted(study) and not waiting:
+            return "every grid point has been tried"
         if sweep.energy_budget_kj is not None:
             spent = sum(t.user_attrs.get(study_link.ENERGY_ATTR, 0.0) for t in trials) / 1000
             if spent >= sweep.energy_budget_kj:
@@ -251,19 +268,15 @@ class GreenOptunaSweeperImpl(OptunaSweeperImpl):
             if len(values) != len(directions) or not all(math.isfinite(v) for v in values):
                 raise ValueError(f"expected {len(directions)} finite value(s), got {returned!r}")
         except optuna.TrialPruned:
-            study.tell(trial, state=TrialState.PRUNED)
+            tell(study, trial, state=TrialState.PRUNED)
             return TrialState.PRUNED
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
             trial.set_user_attr(study_link.FAILURE_ATTR, reason)
-            study.tell(trial, state=TrialState.FAIL)
+            tell(study, trial, state=TrialState.FAIL)
             log.warning("trial %d failed: %s", trial.number, reason)
             return TrialState.FAIL
-        try:
-            study.tell(trial, values=values)
-        except RuntimeError as exc:  # GridSampler stops the study once the grid is covered
-            if "Study.stop" not in str(exc):
-                raise
+        tell(study, trial, values=values)
         return TrialState.COMPLETE
 
     def _launch(self, study: optuna.Study, trials: list[optuna.Trial], overrides: list[tuple[str, ...]]) -> list[Any]:
@@ -274,7 +287,7 @@ class GreenOptunaSweeperImpl(OptunaSweeperImpl):
             for trial in trials:
                 if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
                     trial.set_user_attr(study_link.FAILURE_ATTR, "interrupted")
-                    study.tell(trial, state=TrialState.FAIL)
+                    tell(study, trial, state=TrialState.FAIL)
             raise
         self.job_idx += len(returns)
         return list(returns)
@@ -284,7 +297,7 @@ class GreenOptunaSweeperImpl(OptunaSweeperImpl):
         space, fixed, fixed_overrides = self._search_space(arguments)
         directions = self._get_directions()
         study = self._open_study(space, directions)
-        self._fail_stale(study)
+        self._fail_stale(study, space)
         finished = self._count(study, FINISHED)
         # Job numbers continue the study's trial numbers, so output folders stay distinct.
         self.job_idx = len(study.get_trials(deepcopy=False))

@@ -1,0 +1,38 @@
+"""Read back what a command left: MLflow runs by kind and state, Optuna trials by state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def mlflow_runs(work: Path, experiment: str = "greenai") -> list:
+    """Every run of `experiment` in the store at `work/mlflow.db`, oldest first."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no experiment {experiment} in {work}"
+    return client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"], max_results=5000)
+
+
+def trial_runs(runs: list) -> list:
+    return [r for r in runs if r.data.tags.get("greenai.run_kind") == "trial"]
+
+
+def sweep_runs(runs: list) -> list:
+    return [r for r in runs if r.data.tags.get("greenai.run_kind") == "sweep"]
+
+
+def by_state(runs: list, state: str) -> list:
+    return [r for r in runs if r.data.tags.get("greenai.trial_state") == state]
+
+
+def optuna_trials(work: Path) -> list:
+    """All trials of every study in `work/optuna.db`."""
+    import optuna
+
+    storage = f"sqlite:///{work / 'optuna.db'}"
+    trials = []
+    for summary in optuna.get_all_study_summaries(storage):
+        trials += optuna.load_study(study_name=summary.study_name, storage=storage).get_trials(deepcopy=False)
+    return trials
