@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from greenai.sweep.naming import searcher_name
 from greenai.tracking import redact
 
 PARENT_RUN_FILE = Path(".greenai") / "parent_run_id"
@@ -53,13 +54,15 @@ class JobContext:
     output_dir: str
     launch_dir: str
     parent_run_id: str | None
+    searcher: str | None = None
+    study_name: str | None = None
 
     @staticmethod
     def is_multirun() -> bool:
         return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
     @classmethod
-    def from_hydra(cls, trial_number: int | None = None) -> JobContext:
+    def from_hydra(cls, trial_number: int | None = None, study_name: str | None = None) -> JobContext:
         hc = HydraConfig.get()
         multirun = hc.mode == RunMode.MULTIRUN
         sweep_dir = str(Path(hc.runtime.cwd) / hc.sweep.dir) if multirun else None
@@ -71,6 +74,8 @@ class JobContext:
             output_dir=hc.runtime.output_dir,
             launch_dir=hc.runtime.cwd,
             parent_run_id=read_parent_run_id(sweep_dir) if sweep_dir else None,
+            searcher=searcher_name(hc.sweeper) if multirun else None,
+            study_name=study_name if trial_number is not None else None,
         )
 
     @property
@@ -88,8 +93,11 @@ class JobContext:
         tags: dict[str, object] = {"hydra.output_dir": self.output_dir}
         if self.multirun:
             tags.update({"hydra.job_num": self.job_num, "hydra.sweep_dir": self.sweep_dir, "greenai.round": self.round})
+        if self.searcher:
+            tags["greenai.searcher"] = self.searcher
         if self.trial_number is not None:
             tags["optuna.trial_number"] = self.trial_number
+            tags["greenai.study_name"] = self.study_name
         if self.parent_run_id:
             tags["mlflow.parentRunId"] = self.parent_run_id
         return tags

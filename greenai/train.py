@@ -56,7 +56,7 @@ def run_tags(job: JobContext, meter: energy.Meter, device: torch.device, where: 
 
 def train(cfg: DictConfig) -> float | tuple[float, float]:
     config, spec = preflight(cfg)
-    job = JobContext.from_hydra(config.sweep.trial_number)
+    job = JobContext.from_hydra(config.sweep.trial_number, config.sweep.study_name)
     device = pick_device(config.device)
     dataset = data.load(config.dataset, device)
     meter = energy.make_meter(config.energy, device)

@@ -1,15 +1,21 @@
-"""Analysis as pure functions over plain numbers: no MLflow, no training code."""
+"""Analysis as pure functions over rows and plain numbers: no MLflow, no training code."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from greenai.report.runs import TrialRow
+
+JOULES_PER_KWH = 3.6e6
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     """Indices of the points no other point dominates, maximising the first value (accuracy)
-    and minimising the second (energy). Ties: identical points are all kept."""
+    and minimising the second (energy), ordered by energy. Identical points are all kept."""
     front = []
     for i, (acc_i, energy_i) in enumerate(points):
         dominated = any(
@@ -22,26 +28,191 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: (points[i][1], -points[i][0]))
 
 
-def best_so_far(values: Sequence[float]) -> list[float]:
-    """Running maximum, round by round."""
-    running, best = [], float("-inf")
+def best_so_far(values: Sequence[float | None]) -> list[float | None]:
+    """Running maximum, round by round; None until the first value."""
+    running: list[float | None] = []
+    best: float | None = None
     for value in values:
-        best = max(best, value)
+        if value is not None and (best is None or value > best):
+            best = value
         running.append(best)
     return running
 
 
-def first_round_reaching(values: Sequence[float], target: float, tolerance: float = 0.0) -> int | None:
+def first_round_reaching(values: Sequence[float | None], target: float, tolerance: float = 0.0) -> int | None:
     """1-based round at which `values` first came within `tolerance` of `target`."""
     for round_number, value in enumerate(values, start=1):
-        if value >= target - tolerance:
+        if value is not None and value >= target - tolerance:
             return round_number
     return None
 
 
+def by_round(rows: Sequence[TrialRow]) -> list[TrialRow]:
+    """A sweep's trials in round order (rows without a round go last, in start order)."""
+    return sorted(rows, key=lambda r: (r.round is None, r.round or 0))
+
+
+@dataclass(frozen=True)
+class Convergence:
+    """How one sweep approached its best accuracy, round by round."""
+
+    rounds: int
+    best_so_far: list[float | None]
+    energy_so_far: list[float]
+    best: float
+    round_best: int
+    round_within: int
+    tolerance: float
+
+    @property
+    def energy_to_best(self) -> float:
+        return self.energy_so_far[self.round_best - 1]
+
+    @property
+    def energy_to_within(self) -> float:
+        return self.energy_so_far[self.round_within - 1]
+
+    @property
+    def energy_total(self) -> float:
+        return self.energy_so_far[-1] if self.energy_so_far else 0.0
+
+
+def convergence(rows: Sequence[TrialRow], tolerance: float) -> Convergence | None:
+    """Best-so-far accuracy of finished trials by round; energy of every trial (failed and
+    pruned ones spent it too) accumulated by round. None if no trial finished."""
+    ordered = by_round(rows)
+    accuracy = [r.accuracy if r.state == "finished" else None for r in ordered]
+    running = best_so_far(accuracy)
+    best = running[-1] if running else None
+    if best is None:
+        return None
+    spent, total = [], 0.0
+    for row in ordered:
+        total += row.energy_j or 0.0
+        spent.append(total)
+    round_best = first_round_reaching(accuracy, best)
+    round_within = first_round_reaching(accuracy, best, tolerance)
+    assert round_best is not None and round_within is not None
+    return Convergence(len(ordered), running, spent, best, round_best, round_within, tolerance)
+
+
+def cheapest_within(rows: Sequence[TrialRow], margin: float) -> tuple[TrialRow, TrialRow] | None:
+    """(most accurate finished trial, cheapest finished trial within `margin` accuracy of it)."""
+    done = [r for r in rows if r.state == "finished" and r.accuracy is not None and r.energy_j is not None]
+    if not done:
+        return None
+    best = max(done, key=lambda r: (r.accuracy, -r.energy_j))
+    near = [r for r in done if r.accuracy >= best.accuracy - margin]
+    return best, min(near, key=lambda r: (r.energy_j, -r.accuracy))
+
+
+# ------------------------------------------------------------------ layer study (RQ2)
+
+LAYER_FACTORS: dict[str, Callable[[TrialRow], object]] = {
+    "conv_layers": lambda r: r.conv_layers,
+    "linear_layers": lambda r: r.linear_layers,
+    "relu": lambda r: r.relu,
+}
+
+
+@dataclass(frozen=True)
+class Level:
+    value: object
+    count: int
+    mean_accuracy: float
+    max_accuracy: float
+    mean_energy: float
+
+
+def levels(rows: Sequence[TrialRow], factor: str) -> list[Level]:
+    """Per level of a factor (finished trials with accuracy and energy): count, mean and max
+    accuracy, mean energy; levels in ascending order (False before True for relu)."""
+    groups: dict[object, list[TrialRow]] = defaultdict(list)
+    for row in rows:
+        value = LAYER_FACTORS[factor](row)
+        if value is not None and row.state == "finished" and row.accuracy is not None and row.energy_j is not None:
+            groups[value].append(row)
+    return [
+        Level(
+            value,
+            len(group),
+            statistics.fmean(r.accuracy for r in group),
+            max(r.accuracy for r in group),
+            statistics.fmean(r.energy_j for r in group),
+        )
+        for value, group in sorted(groups.items(), key=lambda kv: kv[0])
+    ]
+
+
+def percent_change(low: float, high: float) -> float:
+    return (high - low) / low * 100.0
+
+
+def percent_per_added_layer(table: Sequence[Level]) -> float | None:
+    """Energy change from the fewest to the most layers, in % of the fewest, per added layer:
+    (E(max) - E(min)) / E(min) / (max - min) x 100. None with fewer than two levels."""
+    if len(table) < 2:
+        return None
+    low, high = table[0], table[-1]
+    steps = int(high.value) - int(low.value)  # relu: True - False = 1
+    return percent_change(low.mean_energy, high.mean_energy) / steps
+
+
+def eta_squared(groups: Sequence[Sequence[float]]) -> float | None:
+    """One-way effect size: between-group sum of squares over total sum of squares.
+    None where the design does not allow it (fewer than two groups, or no variance)."""
+    groups = [list(g) for g in groups if g]
+    values = [v for g in groups for v in g]
+    if len(groups) < 2 or len(values) < 3:
+        return None
+    grand = statistics.fmean(values)
+    total = sum((v - grand) ** 2 for v in values)
+    if total == 0:
+        return None
+    between = sum(len(g) * (statistics.fmean(g) - grand) ** 2 for g in groups)
+    return between / total
+
+
+def factor_groups(rows: Sequence[TrialRow], factor: str, metric: Callable[[TrialRow], float | None]) -> list[list[float]]:
+    groups: dict[object, list[float]] = defaultdict(list)
+    for row in rows:
+        value, level = metric(row), LAYER_FACTORS[factor](row)
+        if level is not None and value is not None and row.state == "finished":
+            groups[level].append(value)
+    return [groups[k] for k in sorted(groups, key=lambda k: k)]
+
+
+def split_energy(table: Sequence[Level]) -> tuple[list[Level], list[Level]]:
+    """The paper's Table V: levels with more layers (E+) against fewer (E-), split in half."""
+    half = len(table) // 2
+    return list(table[len(table) - half :]), list(table[:half])
+
+
+def pooled(levels_: Sequence[Level]) -> tuple[float, float, float]:
+    """(mean energy, mean accuracy, max accuracy) over several levels, weighted by count."""
+    count = sum(lv.count for lv in levels_)
+    energy = sum(lv.mean_energy * lv.count for lv in levels_) / count
+    accuracy = sum(lv.mean_accuracy * lv.count for lv in levels_) / count
+    return energy, accuracy, max(lv.max_accuracy for lv in levels_)
+
+
+# ------------------------------------------------------------------ carbon and cost
+
+
+def kwh(joules: float) -> float:
+    return joules / JOULES_PER_KWH
+
+
+def grams_co2e(joules: float, grams_per_kwh: float) -> float:
+    return kwh(joules) * grams_per_kwh
+
+
+# ------------------------------------------------------------------ the sweep's parent run
+
+
 def sweep_summary(rows: Sequence[TrialRow], two_objectives: bool) -> dict[str, object]:
-    """The figures a sweep's parent run holds, from its trials' rows (ordered by round)."""
-    ordered = sorted(rows, key=lambda r: (r.round is None, r.round or 0))
+    """The figures a sweep's parent run holds, from its trials' rows."""
+    ordered = by_round(rows)
     count = {state: sum(1 for r in ordered if r.state == state) for state in ("finished", "pruned", "failed", "killed")}
     done = [r for r in ordered if r.state == "finished" and r.accuracy is not None]
     energies = [r.energy_j for r in ordered if r.energy_j is not None]
@@ -53,8 +224,7 @@ def sweep_summary(rows: Sequence[TrialRow], two_objectives: bool) -> dict[str, o
         "energy_sources": sorted({r.energy_source for r in ordered if r.energy_source}),
     }
     if done:
-        accuracies = [r.accuracy for r in done]
-        best = max(accuracies)
+        best = max(r.accuracy for r in done)
         first = next(r for r in done if r.accuracy == best)
         summary.update(best_accuracy=best, best_round=first.round, best_run_id=first.run_id)
     if two_objectives:
@@ -65,3 +235,7 @@ def sweep_summary(rows: Sequence[TrialRow], two_objectives: bool) -> dict[str, o
             for i in front
         ]
     return summary
+
+
+def finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)

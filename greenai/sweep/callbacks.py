@@ -24,10 +24,10 @@ from greenai.errors import GreenAIError, fail
 from greenai.job import write_parent_run_id
 from greenai.report.analysis import sweep_summary
 from greenai.report.runs import row_from_run
-from greenai.sweep.naming import is_greenai_sweep, study_name
+from greenai.sweep.naming import is_greenai_sweep, searcher_name, study_name
 from greenai.sweep.owner import owner_alive
 from greenai.sweep.preflight import check_jobs, job_override_lists
-from greenai.sweep.sweeper import check_space
+from greenai.sweep.sweeper import check_space, parse_space, sweep_params
 
 log = logging.getLogger(__name__)
 RESULTS_FILE = "optimization_results.yaml"
@@ -79,10 +79,12 @@ class SweepRunCallback(Callback):
             tracking.TRIAL_STATE: "running",
             "hydra.sweep_dir": str(self.sweep_dir),
             "hydra.sweeper": str(OmegaConf.select(config, "hydra.sweeper._target_")),
+            "greenai.searcher": searcher_name(config.hydra.sweeper),
             "greenai.command": " ".join(OmegaConf.to_container(config.hydra.overrides.task, resolve=False) or []),
         }
         if study is not None:
             tags[STUDY_TAG] = study
+            tags["greenai.search_space"] = ",".join(sorted(parse_space(sweep_params(config))[0]))
         name = f"sweep-{study}" if study else f"sweep-{self.sweep_dir.parent.name}-{self.sweep_dir.name}"
         exp = tracking.experiment_id(mlflow, experiment)
         created = mlflow.create_run(exp, run_name=name, tags={k: tracking.redact_text(str(v)) for k, v in tags.items()})

@@ -15,6 +15,18 @@ SWEEPER_TARGET = "greenai.sweep.sweeper.GreenOptunaSweeper"
 NOT_DEFINING = ("sweep.study_name", "sweep.storage", "sweep.energy_budget_kj", "sweep.target_accuracy", "tracking.")
 
 
+# Optuna sampler class -> greenai's searcher name (conf/searcher/).
+SEARCHERS = {"GridSampler": "grid", "RandomSampler": "random", "GPSampler": "bayes", "TPESampler": "tpe"}
+
+
+def searcher_name(hydra_sweeper: DictConfig) -> str:
+    """`grid`, `random`, `bayes`, `tpe` (another Optuna sampler: its class name), or `hydra-basic`."""
+    if hydra_sweeper.get("_target_") != SWEEPER_TARGET:
+        return "hydra-basic"
+    sampler = str(OmegaConf.select(hydra_sweeper, "sampler._target_") or "").rsplit(".", 1)[-1]
+    return SEARCHERS.get(sampler, sampler)
+
+
 def is_greenai_sweep(config: DictConfig) -> bool:
     return OmegaConf.select(config, "hydra.sweeper._target_") == SWEEPER_TARGET
 

@@ -1,0 +1,79 @@
+"""`python -m greenai.report`: report.md and PNG figures from an MLflow experiment or sweep."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from greenai import tracking
+from greenai.config import TrackingConfig
+from greenai.errors import GreenAIError, fail
+from greenai.report import runs as run_reader
+from greenai.report.document import DEFAULT_G_CO2E_PER_KWH, ReportSettings, build
+
+log = logging.getLogger("greenai.report")
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+@dataclass
+class ReportOptions:
+    sweep: str | None = None
+    out_dir: str = "reports/greenai"
+    tolerance: float = 0.005
+    accuracy_margin: float = 0.01
+    grid_g_co2e_per_kwh: float = DEFAULT_G_CO2E_PER_KWH
+    price_per_kwh: float | None = None
+    currency: str = "EUR"
+
+
+@dataclass
+class ReportConfig:
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    report: ReportOptions = field(default_factory=ReportOptions)
+
+
+ConfigStore.instance().store(name="report_schema", node=ReportConfig, replace=True)
+
+
+def report(cfg: DictConfig) -> Path:
+    options: ReportOptions = OmegaConf.to_object(cfg.report)  # type: ignore[assignment]
+    if options.tolerance < 0 or options.accuracy_margin < 0 or options.grid_g_co2e_per_kwh < 0:
+        raise GreenAIError("report.tolerance, report.accuracy_margin and report.grid_g_co2e_per_kwh must be >= 0")
+    launch_dir = HydraConfig.get().runtime.cwd
+    uri = tracking.resolve_uri(cfg.tracking.uri, launch_dir)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+        raise GreenAIError(f"tracking.uri={cfg.tracking.uri}: no MLflow store there (run a sweep first, or point at yours)")
+    mlflow = tracking.client(uri)
+    runs = run_reader.load(mlflow, cfg.tracking.experiment, options.sweep)
+    out = Path(launch_dir) / options.out_dir
+    title = f"{runs.experiment}" + (f", sweep {runs.sweeps[0].name}" if options.sweep else "")
+    settings = ReportSettings(options.tolerance, options.accuracy_margin, options.grid_g_co2e_per_kwh,
+                              options.price_per_kwh, options.currency, title)
+    result = build(runs, settings, out)
+    if options.sweep:
+        parent = runs.sweeps[0].run_id
+        for path in [out / "report.md", *result.figures]:
+            mlflow.log_artifact(parent, str(path), artifact_path="report")
+    for line in result.summary:
+        log.info(line)
+    log.info("report written to %s (%d figures)%s", out / "report.md", len(result.figures),
+             f", and logged to sweep run {runs.sweeps[0].run_id}" if options.sweep else "")
+    return out
+
+
+@hydra.main(config_path=CONF_DIR, config_name="report")
+def main(cfg: DictConfig) -> None:
+    try:
+        report(cfg)
+    except GreenAIError as exc:
+        fail(str(exc))
+
+
+if __name__ == "__main__":
+    main()
