@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -72,8 +73,9 @@ class EnergyConfig:
     backend: EnergyBackend = EnergyBackend.auto
     # Used by the estimate: joules per CPU-second (a busy server core draws roughly this).
     watts_per_cpu_core: float = 10.0
-    # Seconds of idle measurement per sweep (0 = not measured).
-    idle_seconds: float = 0.0
+    # Seconds of idle measurement, once per sweep and host (0 = not measured). Counters only:
+    # the estimate's idle power is zero by construction.
+    idle_seconds: float = 3.0
 
 
 @dataclass
@@ -91,8 +93,12 @@ class SweepConfig:
     study_name: str | None = None
     # Set by greenai's sweeper for each job; None outside Optuna sweeps.
     trial_number: int | None = None
+    # Once finished and running trials have spent this much, no new trial starts.
     energy_budget_kj: float | None = None
+    # Once a finished trial reaches this accuracy, no new trial starts.
     target_accuracy: float | None = None
+    # An Optuna pruner (`_target_: optuna.pruners.MedianPruner`, ...): conf/pruner/.
+    pruner: Any = None
 
 
 @dataclass

@@ -8,11 +8,15 @@ and a Zeus window that reads zero over a long window is never passed on as a mea
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -174,6 +178,70 @@ class FallbackMeter:
         except Exception as exc:
             log.warning("energy: Zeus failed to read window %r (%s); using the estimate", name, exc)
             return estimate
+
+
+@dataclass(frozen=True)
+class IdlePower:
+    """Power the devices draw with nothing running, to turn gross energy into net energy."""
+
+    watts: float
+    source: Source
+    seconds: float
+
+    def net(self, joules: float | None, seconds: float) -> float | None:
+        """Gross joules minus what the idle devices would have drawn over the same time."""
+        return None if joules is None else joules - self.watts * seconds
+
+
+def measure_idle_power(meter: Meter, seconds: float) -> IdlePower:
+    """A window of `seconds` with nothing running (the paper said it subtracted idle energy;
+    its code did not)."""
+    meter.begin("idle")
+    time.sleep(seconds)
+    reading = meter.end("idle")
+    return IdlePower((reading.total_j or 0.0) / reading.seconds, reading.source, reading.seconds)
+
+
+def idle_power(meter: Meter, seconds: float, shared: Path | None = None) -> IdlePower | None:
+    """Idle power for this job's devices: measured once per sweep and host, shared through
+    `shared` (the sweep folder) so the jobs after the first read it instead of waiting."""
+    if seconds <= 0 or meter.source is Source.off:
+        return None
+    if meter.source is Source.estimated:
+        # The estimate counts this process's busy CPU time only: its idle power is zero by construction.
+        return IdlePower(0.0, Source.estimated, 0.0)
+    if shared is None:
+        return measure_idle_power(meter, seconds)
+    path = shared / f"idle-{socket.gethostname()}-{meter.description.replace('/', '_').replace(' ', '_')[:80]}.json"
+    return _shared_measurement(path, lambda: measure_idle_power(meter, seconds), timeout=seconds + 60)
+
+
+def _shared_measurement(path: Path, measure: Callable[[], IdlePower], timeout: float) -> IdlePower:
+    """The first job to get here measures (holding a lock file); the others wait and read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_suffix(".lock")
+    deadline = time.monotonic() + timeout
+    while not path.is_file():
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if time.monotonic() > deadline:  # the measuring job died: measure here instead
+                break
+            time.sleep(0.2)
+            continue
+        os.close(fd)
+        try:
+            result = measure()
+            tmp = path.with_suffix(".partial")
+            tmp.write_text(json.dumps({"watts": result.watts, "source": result.source.value, "seconds": result.seconds}))
+            tmp.replace(path)
+            return result
+        finally:
+            lock.unlink(missing_ok=True)
+    if not path.is_file():
+        return measure()
+    saved = json.loads(path.read_text())
+    return IdlePower(saved["watts"], Source(saved["source"]), saved["seconds"])
 
 
 def make_meter(cfg: EnergyConfig, device: torch.device) -> Meter:

@@ -7,6 +7,7 @@ Returns the metric the sweeper optimises: test accuracy, or (accuracy, energy in
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -15,12 +16,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from greenai import data, energy, models, tracking
 from greenai.checks import preflight
-from greenai.config import Objective, register_configs
+from greenai.config import Objective, TrainConfig, register_configs
 from greenai.errors import ConfigError, GreenAIError, fail
 from greenai.job import JobContext
 from greenai.loop import EpochResult, format_progress
 from greenai.sweep.owner import owner_id
-from greenai.sweep.study_link import StudyLink
+from greenai.sweep.study_link import Pruned, PrunedAt, StudyLink
 from greenai.trial import TrialFigures, epoch_metrics, run_repeats
 
 log = logging.getLogger("greenai.train")
@@ -40,8 +41,8 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def run_tags(job: JobContext, meter: energy.Meter, device: torch.device, where: str) -> dict[str, object]:
-    return {
+def run_tags(job: JobContext, meter: energy.Meter, device: torch.device, where: str, idle: energy.IdlePower | None) -> dict[str, object]:
+    return ({"idle_source": idle.source.value} if idle else {}) | {
         tracking.RUN_KIND: "trial",
         tracking.TRIAL_STATE: "running",
         "greenai.owner": owner_id(),
@@ -54,50 +55,81 @@ def run_tags(job: JobContext, meter: energy.Meter, device: torch.device, where: 
     }
 
 
-def train(cfg: DictConfig) -> float | tuple[float, float]:
+@dataclass
+class Trial:
+    """Everything a trial needs, settled before its MLflow run is opened."""
+
+    config: TrainConfig
+    spec: models.ArchitectureSpec
+    job: JobContext
+    device: torch.device
+    dataset: data.DeviceData
+    meter: energy.Meter
+    idle: energy.IdlePower | None
+    link: StudyLink
+    name: str
+
+
+def prepare(cfg: DictConfig) -> Trial:
+    """Checks, data, energy meter and idle power: any bad input fails here, before a run exists."""
     config, spec = preflight(cfg)
     job = JobContext.from_hydra(config.sweep.trial_number, config.sweep.study_name)
     device = pick_device(config.device)
     dataset = data.load(config.dataset, device)
     meter = energy.make_meter(config.energy, device)
-    link = StudyLink.for_job(config.sweep, job)
+    shared = Path(job.sweep_dir) / ".greenai" if job.sweep_dir else None
+    idle = energy.idle_power(meter, config.energy.idle_seconds, shared)
     name = job.run_name(spec.name, config.seed)
-    uri = tracking.resolve_uri(config.tracking.uri, job.launch_dir)
     log.info("%s on %s, energy: %s", name, device, meter.description)
+    return Trial(config, spec, job, device, dataset, meter, idle, StudyLink.for_job(config.sweep, job), name)
 
-    tags = run_tags(job, meter, device, dataset.source)
-    with tracking.open_run(uri, config.tracking.experiment, name, tags) as run, link.attached(run.run_id):
-        summary = models.summarize(models.build(spec), spec.input_shape).as_dict()
-        run.params({**job.flat_params(cfg), **{f"arch.{k}": v for k, v in summary.items()}})
-        run.metrics({f"arch_{k}": v for k, v in summary.items() if k in ("params", "macs_per_sample")})
-        run.text(tracking.redact_text(OmegaConf.to_yaml(job.without_hydra(cfg))), "config.yaml")
-        if meter.source is energy.Source.estimated:
-            run.tags({tracking.NOTE: f"Energy is ESTIMATED, not measured: {meter.description}"})
-        figures = TrialFigures(train_images=len(dataset.y_train))
 
-        def on_epoch(step: int, result: EpochResult) -> None:
-            log.info(format_progress(name, result, config.epochs * config.repeats if config.repeats > 1 else config.epochs))
-            run.metrics(epoch_metrics(result), step=step)
-            link.report(step, result.test_accuracy)
+def describe_run(run: tracking.RunLogger, trial: Trial, cfg: DictConfig) -> None:
+    """What the run is: config, architecture, composed config file, an estimate warning."""
+    summary = models.summarize(models.build(trial.spec), trial.spec.input_shape).as_dict()
+    run.params({**trial.job.flat_params(cfg), **{f"arch.{k}": v for k, v in summary.items()}})
+    run.metrics({f"arch_{k}": v for k, v in summary.items() if k in ("params", "macs_per_sample")})
+    run.text(tracking.redact_text(OmegaConf.to_yaml(trial.job.without_hydra(cfg))), "config.yaml")
+    if trial.meter.source is energy.Source.estimated:
+        run.tags({tracking.NOTE: f"Energy is ESTIMATED, not measured: {trial.meter.description}"})
 
-        try:
-            run_repeats(config, spec, dataset, meter, figures, on_epoch, run.params)
-        finally:
-            # Whatever stopped the trial, the energy it spent is on the run.
-            final = figures.metrics()
-            run.metrics(final)
-            run.tags({"energy_source": figures.source.value})
-            link.record(final)
-    log.info("%s: accuracy %.4f, energy %s", name, figures.accuracy, _joules(final, figures.source))
+
+def train(cfg: DictConfig) -> float | tuple[float, float] | PrunedAt:
+    trial = prepare(cfg)
+    config = trial.config
+    figures = TrialFigures(train_images=len(trial.dataset.y_train), idle=trial.idle)
+    epochs = config.epochs * config.repeats
+    uri = tracking.resolve_uri(config.tracking.uri, trial.job.launch_dir)
+    tags = run_tags(trial.job, trial.meter, trial.device, trial.dataset.source, trial.idle)
+    try:
+        with tracking.open_run(uri, config.tracking.experiment, trial.name, tags) as run, trial.link.attached(run.run_id):
+            describe_run(run, trial, cfg)
+
+            def on_epoch(step: int, result: EpochResult) -> None:
+                log.info(format_progress(trial.name, result, epochs))
+                run.metrics(epoch_metrics(result, trial.idle), step=step)
+                trial.link.report(step, result.test_accuracy, figures.metrics()["energy_j"])
+
+            try:
+                run_repeats(config, trial.spec, trial.dataset, trial.meter, figures, on_epoch, run.params)
+            finally:
+                # Whatever stopped the trial, the energy it spent is on the run and the Optuna trial.
+                run.metrics(figures.metrics())
+                run.tags({"energy_source": figures.source.value})
+                trial.link.record(figures.metrics())
+    except Pruned as pruned:
+        log.info("%s: %s, after %s", trial.name, pruned, _joules(figures))
+        # Returned, not raised: a pruned trial is no error (greenai's sweeper tells it PRUNED).
+        return PrunedAt(len(figures.epochs))
+    log.info("%s: accuracy %.4f, energy %s", trial.name, figures.accuracy, _joules(figures))
     if config.objective.name is Objective.accuracy_energy:
-        return figures.accuracy, float(final["energy_j"] or 0.0)
+        return figures.accuracy, float(figures.metrics()["energy_j"] or 0.0)
     return figures.accuracy
 
 
-def _joules(final: dict[str, float | None], source: energy.Source) -> str:
-    if final["energy_j"] is None:
-        return "not measured"
-    return f"{final['energy_j']:.1f} J ({source.value})"
+def _joules(figures: TrialFigures) -> str:
+    spent = figures.metrics()["energy_j"]
+    return "energy not measured" if spent is None else f"{spent:.1f} J ({figures.source.value})"
 
 
 # Targets a greenai config may instantiate: our own classes, Hydra's plugins (sweepers,
@@ -106,7 +138,7 @@ TRUSTED_TARGETS = ("greenai.*", "hydra_plugins.*", "optuna.samplers.*", "optuna.
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", execution_whitelist=TRUSTED_TARGETS)
-def main(cfg: DictConfig) -> float | tuple[float, float]:
+def main(cfg: DictConfig) -> float | tuple[float, float] | PrunedAt:
     try:
         return train(cfg)
     except GreenAIError as exc:

@@ -15,7 +15,7 @@ import torch
 from greenai import models
 from greenai.config import TrainConfig
 from greenai.data import DeviceData
-from greenai.energy import Measurement, Meter, Source, combined_source
+from greenai.energy import IdlePower, Measurement, Meter, Source, combined_source
 from greenai.loop import EpochResult, Hyperparameters, applied_hyperparameters, fit, make_optimizer
 
 
@@ -24,6 +24,7 @@ class TrialFigures:
     """Everything measured so far; complete when the trial ends, partial if it is stopped."""
 
     train_images: int
+    idle: IdlePower | None = None
     accuracies: list[float] = field(default_factory=list)  # one per finished repeat
     epochs: list[EpochResult] = field(default_factory=list)  # all repeats, in order
 
@@ -71,11 +72,17 @@ class TrialFigures:
             "cpu_energy_j": self._total(self.train_windows + self.eval_windows, "cpu_j"),
             "energy_per_train_sample_j": None if train_j is None or not samples else train_j / samples,
         }
+        if self.idle is not None:
+            train_s, eval_s = figures["train_seconds"] or 0.0, figures["eval_seconds"] or 0.0
+            figures["idle_power_w"] = self.idle.watts
+            figures["train_net_energy_j"] = self.idle.net(train_j, train_s)
+            figures["net_energy_j"] = self.idle.net(figures["energy_j"], train_s + eval_s)
         return figures
 
 
-def epoch_metrics(result: EpochResult) -> dict[str, float | None]:
-    return {
+def epoch_metrics(result: EpochResult, idle: IdlePower | None = None) -> dict[str, float | None]:
+    net = {} if idle is None else {"epoch_net_energy_j": idle.net(result.train.total_j, result.train.seconds)}
+    return net | {
         "train_loss": result.train_loss,
         "test_loss": result.test_loss,
         "test_accuracy": result.test_accuracy,

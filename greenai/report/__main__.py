@@ -30,6 +30,8 @@ class ReportOptions:
     grid_g_co2e_per_kwh: float = DEFAULT_G_CO2E_PER_KWH
     price_per_kwh: float | None = None
     currency: str = "EUR"
+    # gross: all the devices drew; net: minus idle power x time (needs measured idle power).
+    energy: str = "gross"
 
 
 @dataclass
@@ -50,11 +52,14 @@ def report(cfg: DictConfig) -> Path:
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
         raise GreenAIError(f"tracking.uri={cfg.tracking.uri}: no MLflow store there (run a sweep first, or point at yours)")
     mlflow = tracking.client(uri)
-    runs = run_reader.load(mlflow, cfg.tracking.experiment, options.sweep)
+    if options.energy not in ("gross", "net"):
+        raise GreenAIError(f"report.energy={options.energy}: must be gross or net")
+    metric = run_reader.NET if options.energy == "net" else run_reader.GROSS
+    runs = run_reader.load(mlflow, cfg.tracking.experiment, options.sweep, metric)
     out = Path(launch_dir) / options.out_dir
     title = f"{runs.experiment}" + (f", sweep {runs.sweeps[0].name}" if options.sweep else "")
     settings = ReportSettings(options.tolerance, options.accuracy_margin, options.grid_g_co2e_per_kwh,
-                              options.price_per_kwh, options.currency, title)
+                              options.price_per_kwh, options.currency, title, options.energy)
     result = build(runs, settings, out)
     if options.sweep:
         parent = runs.sweeps[0].run_id

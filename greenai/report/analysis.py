@@ -216,10 +216,12 @@ def sweep_summary(rows: Sequence[TrialRow], two_objectives: bool) -> dict[str, o
     count = {state: sum(1 for r in ordered if r.state == state) for state in ("finished", "pruned", "failed", "killed")}
     done = [r for r in ordered if r.state == "finished" and r.accuracy is not None]
     energies = [r.energy_j for r in ordered if r.energy_j is not None]
+    net = [r.metrics["net_energy_j"] for r in ordered if "net_energy_j" in r.metrics]
     summary: dict[str, object] = {
         "trials": len(ordered),
         **{f"trials_{state}": n for state, n in count.items()},
         "energy_j": sum(energies) if energies else None,
+        "net_energy_j": sum(net) if net else None,
         "seconds": sum(r.seconds for r in ordered if r.seconds is not None),
         "energy_sources": sorted({r.energy_source for r in ordered if r.energy_source}),
     }

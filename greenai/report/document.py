@@ -25,6 +25,7 @@ class ReportSettings:
     price_per_kwh: float | None = None
     currency: str = "EUR"
     title: str = ""
+    energy: str = "gross"
 
 
 @dataclass
@@ -285,6 +286,8 @@ def build(runs: RunSet, settings: ReportSettings, out: Path) -> Report:
     head = [f"# greenai report: {settings.title or runs.experiment}", ""]
     if banner:
         head += [banner, ""]
+    head += ["Energy figures are **net** of idle power (gross minus idle power x time, `report.energy=net`)." if settings.energy == "net"
+             else "Energy figures are **gross**: everything the measured devices drew during training and evaluation (`report.energy=net` subtracts idle power).", ""]
     head += ["## Summary", ""] + [f"{i}. {line}" for i, line in enumerate(report.summary, 1)] + [""]
     head.append(f"{len(rows)} trial runs read: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + ".")
     if runs.skipped:

@@ -45,7 +45,10 @@ class TrialRow:
         return self.energy_source in ("estimated", "partial")
 
 
-def row_from_run(run: Any) -> TrialRow:
+GROSS, NET = "energy_j", "net_energy_j"
+
+
+def row_from_run(run: Any, energy_metric: str = GROSS) -> TrialRow:
     tags, metrics, params = dict(run.data.tags), dict(run.data.metrics), dict(run.data.params)
     status = run.info.status
     state = tags.get("greenai.trial_state", _STATE_BY_STATUS.get(status, status.lower()))
@@ -61,7 +64,7 @@ def row_from_run(run: Any) -> TrialRow:
         state=state,
         status=status,
         accuracy=metrics.get("accuracy"),
-        energy_j=metrics.get("energy_j"),
+        energy_j=metrics.get(energy_metric),
         seconds=seconds,
         energy_source=tags.get("energy_source"),
         model=params.get("model.name"),
@@ -131,8 +134,9 @@ def _all_runs(mlflow: Any, experiment_id: str) -> list[Any]:
             return runs
 
 
-def load(mlflow: Any, experiment: str, sweep: str | None = None) -> RunSet:
-    """Trial rows and sweeps of `experiment`, or of one sweep (its parent run's id or name)."""
+def load(mlflow: Any, experiment: str, sweep: str | None = None, energy_metric: str = GROSS) -> RunSet:
+    """Trial rows and sweeps of `experiment`, or of one sweep (its parent run's id or name).
+    `energy_metric`: gross energy (`energy_j`) or net of idle power (`net_energy_j`)."""
     found = mlflow.get_experiment_by_name(experiment)
     if found is None:
         names = ", ".join(e.name for e in mlflow.search_experiments()) or "none"
@@ -147,10 +151,11 @@ def load(mlflow: Any, experiment: str, sweep: str | None = None) -> RunSet:
     trials = [r for r in runs if r.data.tags.get("greenai.run_kind", "trial") == "trial"]
     rows, skipped = [], []
     for run in trials:
-        row = row_from_run(run)
-        missing = [k for k in ("accuracy", "energy_j") if k not in row.metrics]
+        row = row_from_run(run, energy_metric)
+        missing = [k for k in ("accuracy", energy_metric) if k not in row.metrics]
         if row.state == "finished" and missing:
-            skipped.append(f"{row.name or row.run_id} (no {', '.join(missing)}: an older greenai or energy=off)")
+            why = "no idle measurement (energy estimated, or an older greenai)" if missing == [NET] else "an older greenai or energy=off"
+            skipped.append(f"{row.name or row.run_id} (no {', '.join(missing)}: {why})")
         rows.append(row)
     if not any(r.state in ("finished", "pruned") and r.accuracy is not None for r in rows):
         where = f"sweep {sweep}" if sweep else f"experiment {experiment}"

@@ -47,6 +47,8 @@ class SweepRunCallback(Callback):
             if is_greenai_sweep(config):
                 check_space(config)
             else:
+                if config.sweep.pruner:
+                    fail("pruner: pruning needs an Optuna searcher (searcher=grid|random|bayes|tpe); Hydra's plain sweep runs every job to the end")
                 check_jobs(config, job_override_lists(config))
             self._start(config)
         except GreenAIError as exc:
@@ -120,6 +122,7 @@ class SweepRunCallback(Callback):
             self.run.metrics({"best_round": summary["best_round"]})
         sources = summary["energy_sources"]
         self.run.tags({"energy_source": "+".join(sources) if sources else "off"})
+        self._log_idle()
         results = self.sweep_dir / RESULTS_FILE
         if results.is_file():
             self.run.text(tracking.redact_text(results.read_text()), RESULTS_FILE)
@@ -130,6 +133,15 @@ class SweepRunCallback(Callback):
             self._mark_pareto(summary.get("pareto", []))
         self.run.text(json.dumps(summary, indent=2, default=str), "sweep_summary.json")
         log.info("sweep: %s", _one_line(summary))
+
+    def _log_idle(self) -> None:
+        """The idle power the sweep's first job measured on each host (energy.idle_power)."""
+        assert self.run is not None and self.sweep_dir is not None
+        for path in sorted((self.sweep_dir / ".greenai").glob("idle-*.json")):
+            saved = json.loads(path.read_text())
+            self.run.metrics({"idle_power_w": saved["watts"]})
+            self.run.tags({"idle_source": saved["source"]})
+            self.run.text(path.read_text(), f"idle/{path.name}")
 
     def _mark_pareto(self, pareto: list[dict[str, Any]]) -> None:
         assert self.run is not None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -28,7 +29,7 @@ ENERGY_SOURCE_ATTR = "energy_source"
 MLFLOW_RUN_ATTR = "mlflow_run_id"
 OWNER_ATTR = "greenai_owner"  # host:pid of the process that asked the trial
 FAILURE_ATTR = "failure_reason"
-RECORDED_METRICS = ("accuracy", "energy_j", "train_energy_j", "train_seconds", "epochs_run")
+RECORDED_METRICS = ("accuracy", "energy_j", "net_energy_j", "train_energy_j", "train_seconds", "epochs_run")
 
 
 class Pruned(optuna.TrialPruned):
@@ -37,15 +38,32 @@ class Pruned(optuna.TrialPruned):
     trial_state = "pruned"
 
 
+@dataclass(frozen=True)
+class PrunedAt:
+    """What a pruned job returns to greenai's sweeper (a value, so Hydra logs no error)."""
+
+    epochs_run: int
+
+
+def make_pruner(config: Any) -> optuna.pruners.BasePruner | None:
+    """The pruner `sweep.pruner` describes (None: no pruning)."""
+    if not config:
+        return None
+    from hydra.utils import instantiate
+
+    return instantiate(config, _execution_whitelist_=("optuna.pruners.*",))
+
+
 class StudyLink:
     def __init__(self, trial: optuna.trial.Trial | None = None, pruner_active: bool = False) -> None:
         self.trial = trial
         self.pruner_active = pruner_active
 
     @classmethod
-    def for_job(cls, sweep: SweepConfig, job: JobContext, pruner: optuna.pruners.BasePruner | None = None) -> StudyLink:
+    def for_job(cls, sweep: SweepConfig, job: JobContext) -> StudyLink:
         if sweep.trial_number is None or sweep.study_name is None:
             return cls()
+        pruner = make_pruner(sweep.pruner)
         storage = optuna.storages.get_storage(resolve_uri(sweep.storage, job.launch_dir))
         study_id = storage.get_study_id_from_name(sweep.study_name)
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, sweep.trial_number)
@@ -65,9 +83,14 @@ class StudyLink:
         self._set(MLFLOW_RUN_ATTR, mlflow_run_id)
         yield self
 
-    def report(self, step: int, accuracy: float) -> None:
-        """Report the epoch's accuracy; raise Pruned if the pruner says stop."""
-        if self.trial is None or not self.pruner_active or accuracy != accuracy:  # NaN: nothing to report
+    def report(self, step: int, accuracy: float, energy_j: float | None = None) -> None:
+        """Record the energy spent so far (the sweeper's budget counts running trials too) and
+        report the epoch's accuracy; raise Pruned if the pruner says stop."""
+        if self.trial is None:
+            return
+        if energy_j is not None:
+            self._set(ENERGY_ATTR, float(energy_j))
+        if not self.pruner_active or accuracy != accuracy:  # NaN: nothing to report
             return
         self.trial.report(accuracy, step)
         if self.trial.should_prune():

@@ -36,6 +36,7 @@ from optuna.trial import TrialState
 
 from greenai.errors import GreenAIError, fail
 from greenai.sweep import study_link
+from greenai.sweep.study_link import make_pruner
 from greenai.sweep.naming import study_name as default_study_name
 from greenai.sweep.owner import owner_alive, owner_id
 from greenai.sweep.preflight import check_jobs
@@ -60,7 +61,6 @@ class GreenOptunaSweeperConf(OptunaSweeperConf):
     # Failed trials allowed, as a fraction of n_trials over the whole sweep.
     max_failure_rate: float = 0.5
     grid_points: int = 5
-    pruner: Any = None
 
 
 def register() -> None:
@@ -146,6 +146,8 @@ def sweep_params(config: DictConfig) -> list[str]:
 
 def check_space(config: DictConfig) -> None:
     """Compose a job at each end of each range (each choice) and refuse what training cannot take."""
+    if config.sweep.pruner and len(config.objective.directions) > 1:
+        fail("pruner: Optuna cannot prune a multi-objective study (objective=accuracy_energy); use pruner=none")
     space, fixed, fixed_overrides = parse_space(sweep_params(config))
     base = [f"{k}={v}" for k, v in fixed.items()] + list(fixed_overrides)
     probes = [[*base, f"{name}={value}"] for name, dist in space.items() for value in probe_values(dist)]
@@ -156,10 +158,9 @@ def check_space(config: DictConfig) -> None:
 
 
 class GreenOptunaSweeperImpl(OptunaSweeperImpl):
-    def __init__(self, *args: Any, grid_points: int, pruner: Any) -> None:
+    def __init__(self, *args: Any, grid_points: int) -> None:
         super().__init__(*args)
         self.grid_points = grid_points
-        self.pruner = pruner
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
@@ -212,11 +213,8 @@ class GreenOptunaSweeperImpl(OptunaSweeperImpl):
         return study
 
     def _pruner(self, directions: list[str]) -> optuna.pruners.BasePruner | None:
-        if not self.pruner:
-            return None
-        if len(directions) > 1:
-            fail("hydra.sweeper.pruner: Optuna cannot prune multi-objective studies; use pruner=none with objective=accuracy_energy")
-        return instantiate(self.pruner)
+        # Multi-objective studies with a pruner were refused by check_space, before any run.
+        return make_pruner(self.config.sweep.pruner) if len(directions) == 1 else None
 
     @staticmethod
     def _fail_stale(study: optuna.Study, space: dict[str, BaseDistribution]) -> None:
@@ -264,6 +262,8 @@ class GreenOptunaSweeperImpl(OptunaSweeperImpl):
     def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: Any, directions: list[str]) -> TrialState:
         try:
             returned = ret.return_value  # re-raises the job's exception
+            if isinstance(returned, study_link.PrunedAt):
+                raise optuna.TrialPruned()
             values = [float(v) for v in (returned if len(directions) > 1 else [returned])]
             if len(values) != len(directions) or not all(math.isfinite(v) for v in values):
                 raise ValueError(f"expected {len(directions)} finite value(s), got {returned!r}")
@@ -358,11 +358,11 @@ class GreenOptunaSweeper(Sweeper):
 
     def __init__(self, sampler: Any, direction: Any, storage: Any, study_name: Any, n_trials: int, n_jobs: int,
                  max_failure_rate: float, custom_search_space: str | None, params: DictConfig | None,
-                 grid_points: int = 5, pruner: Any = None) -> None:
+                 grid_points: int = 5) -> None:
         # The sampler stays a config until the study is opened (see _make_sampler).
         self.impl = GreenOptunaSweeperImpl(
             sampler, direction, storage, study_name, n_trials, n_jobs, max_failure_rate, custom_search_space, params,
-            grid_points=grid_points, pruner=pruner,
+            grid_points=grid_points,
         )
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
