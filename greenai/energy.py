@@ -244,8 +244,20 @@ def _shared_measurement(path: Path, measure: Callable[[], IdlePower], timeout: f
     return IdlePower(saved["watts"], Source(saved["source"]), saved["seconds"])
 
 
+_METERS: dict[tuple[object, ...], Meter] = {}
+
+
 def make_meter(cfg: EnergyConfig, device: torch.device) -> Meter:
-    """The meter `energy=<backend>` asks for; `auto` = Zeus where it can measure, else the estimate."""
+    """The meter `energy=<backend>` asks for; `auto` = Zeus where it can measure, else the
+    estimate. One per process and setting: probing the devices costs a tenth of a second,
+    which a sweep of many trials in one process would otherwise pay every trial."""
+    key = (cfg.backend, cfg.watts_per_cpu_core, str(device))
+    if key not in _METERS:
+        _METERS[key] = _new_meter(cfg, device)
+    return _METERS[key]
+
+
+def _new_meter(cfg: EnergyConfig, device: torch.device) -> Meter:
     estimate = EstimateMeter(cfg.watts_per_cpu_core)
     if cfg.backend is EnergyBackend.off:
         return OffMeter()

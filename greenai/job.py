@@ -3,6 +3,7 @@ parent MLflow run, and the names and tags derived from them."""
 
 from __future__ import annotations
 
+import functools
 import platform
 from dataclasses import dataclass
 from importlib import metadata
@@ -103,6 +104,7 @@ class JobContext:
         return tags
 
     @staticmethod
+    @functools.cache
     def versions() -> dict[str, object]:
         found: dict[str, object] = {"versions.python": platform.python_version()}
         for package in VERSIONED:

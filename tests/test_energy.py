@@ -16,6 +16,13 @@ from greenai.errors import EnergyError
 CPU = torch.device("cpu")
 
 
+@pytest.fixture(autouse=True)
+def fresh_meters():
+    energy._METERS.clear()
+    yield
+    energy._METERS.clear()
+
+
 def busy(seconds: float) -> None:
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:

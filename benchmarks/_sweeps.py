@@ -1,0 +1,41 @@
+"""Shared by the benchmarks: run greenai commands in a scratch folder and read the stores."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def run(work: Path, *args: str, module: str = "train") -> float:
+    """Run `python -m greenai.<module> ARGS` in `work`; return its wall time in seconds."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", f"greenai.{module}", *args], cwd=work, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if proc.returncode != 0:
+        sys.exit(f"benchmark command failed ({proc.returncode}): {' '.join(args)}\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - start
+
+
+def study_trials(work: Path) -> list:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = f"sqlite:///{work / 'optuna.db'}"
+    (summary,) = optuna.get_all_study_summaries(storage)
+    return optuna.load_study(study_name=summary.study_name, storage=storage).get_trials(deepcopy=False)
+
+
+def trial_runs(work: Path) -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("greenai")
+    runs = client.search_runs([exp.experiment_id], max_results=5000)
+    return [r for r in runs if r.data.tags.get("greenai.run_kind") == "trial"]
+
+
+def energy_source(work: Path) -> str:
+    return "+".join(sorted({r.data.tags.get("energy_source", "?") for r in trial_runs(work)}))

@@ -1,0 +1,84 @@
+"""Benchmark 4: what Hydra, MLflow and the energy meter add to each trial.
+
+    python benchmarks/overhead.py [--small 2] [--large 10] [--train-size 2000]
+
+Runs a plain multirun of N one-epoch trials (`python -m greenai.train -m seed=1,...,N`) and the
+same N trainings (same data, model, epoch, evaluation) in a bare loop, each in a fresh process,
+for two values of N. The per-trial overhead is the difference of the two slopes, so start-up
+costs paid once (imports, creating the MLflow store) do not blur it; they are printed apart.
+Target (issue 5): under 0.5 s per trial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _sweeps import run
+
+
+def bare_loop(trials: int, train_size: int, cache: str) -> None:
+    """N trainings with greenai's data and loop, and nothing else (no Hydra, MLflow, meter)."""
+    import torch
+
+    from greenai import data, models
+    from greenai.config import DatasetConfig, DatasetName, ModelName
+    from greenai.energy import OffMeter
+    from greenai.loop import Hyperparameters, fit, make_optimizer
+
+    cfg = DatasetConfig(name=DatasetName.fashion_mnist, channels=1, height=28, width=28, mean=[0.286], std=[0.353],
+                        cache_dir=cache, train_size=train_size, test_size=1000)
+    tensors = data.load(cfg, torch.device("cpu"))
+    for seed in range(1, trials + 1):
+        torch.manual_seed(seed)
+        model = models.build(models.ArchitectureSpec(ModelName.simplecnn, (1, 28, 28), 2, 3))
+        opt = make_optimizer(model, Hyperparameters(1e-3, 0.9, 0.999, 1e-8, 0.0))
+        fit(model, opt, tensors, epochs=1, batch_size=512, seed=seed, meter=OffMeter(), on_epoch=lambda r: None)
+
+
+def timed_bare(trials: int, args: argparse.Namespace, cache: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, __file__, "--bare", str(trials), "--train-size", str(args.train_size), "--cache", str(cache)], check=True)
+    return time.perf_counter() - start
+
+
+def timed_multirun(trials: int, args: argparse.Namespace, work: Path) -> float:
+    work.mkdir()
+    seeds = ",".join(str(s) for s in range(1, trials + 1))
+    return run(work, "-m", f"seed={seeds}", "epochs=1", f"dataset.train_size={args.train_size}", "dataset.test_size=1000",
+               f"dataset.cache_dir={work.parent / 'cache'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", type=int, default=2)
+    parser.add_argument("--large", type=int, default=10)
+    parser.add_argument("--train-size", type=int, default=2000)
+    parser.add_argument("--bare", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--cache", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare:
+        bare_loop(args.bare, args.train_size, args.cache)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = Path(tmp) / "cache"
+        timed_bare(1, args, cache)  # warm the dataset cache (decompressed files) for both sides
+        bare = {n: timed_bare(n, args, cache) for n in (args.small, args.large)}
+        multi = {n: timed_multirun(n, args, Path(tmp) / f"multirun-{n}") for n in (args.small, args.large)}
+    span = args.large - args.small
+    per_bare, per_multi = (bare[args.large] - bare[args.small]) / span, (multi[args.large] - multi[args.small]) / span
+    print(f"one-epoch SimpleCNN trials on {args.train_size} Fashion-MNIST images, CPU; wall time of whole processes")
+    for n in (args.small, args.large):
+        print(f"  N={n:3d}: bare loop {bare[n]:6.2f} s   greenai multirun {multi[n]:6.2f} s")
+    print(f"  per trial: bare {per_bare:.3f} s, greenai {per_multi:.3f} s -> overhead {per_multi - per_bare:.3f} s per trial (target < 0.5 s)")
+    fixed = (multi[args.small] - per_multi * args.small) - (bare[args.small] - per_bare * args.small)
+    print(f"  paid once per command: {fixed:.2f} s more than the bare loop (Hydra, MLflow store, Optuna/Zeus imports)")
+    print(f"  ratio of per-trial times (greenai / bare): {per_multi / per_bare:.2f}")
+
+
+if __name__ == "__main__":
+    main()
