@@ -304,11 +304,23 @@ def _read_splits(cfg: DatasetConfig) -> tuple[torch.Tensor, torch.Tensor, torch.
     return images(train), torch.tensor(train.targets), images(test), torch.tensor(test.targets), where
 
 
+def _naming_the_key(cfg: DatasetConfig, error: DatasetError) -> DatasetError:
+    """A file problem, said as `dataset.root=DIR: ...` (or `dataset=NAME: ...`) first."""
+    message = str(error)
+    if message.startswith("dataset"):
+        return error
+    key = f"dataset.root={cfg.root}" if cfg.root is not None else f"dataset={cfg.name.value}"
+    return DatasetError(f"{key}: {message}")
+
+
 def check_files(cfg: DatasetConfig) -> str:
     """Find and verify the dataset's files (downloading them if that is the way); say where."""
-    if cfg.name is DatasetName.fashion_mnist:
-        return _fashion_root(cfg)[1]
-    return _cifar_root(cfg)[2]
+    try:
+        if cfg.name is DatasetName.fashion_mnist:
+            return _fashion_root(cfg)[1]
+        return _cifar_root(cfg)[2]
+    except DatasetError as error:
+        raise _naming_the_key(cfg, error) from None
 
 
 _LOADED: dict[tuple[object, ...], DeviceData] = {}
@@ -318,7 +330,10 @@ def load(cfg: DatasetConfig, device: torch.device) -> DeviceData:
     """Both splits on `device`, subset if asked; kept in memory for later trials in this process."""
     key = (cfg.name, cfg.root, cfg.cache_dir, cfg.train_size, cfg.test_size, cfg.subset_seed, tuple(cfg.mean), tuple(cfg.std), str(device))
     if key not in _LOADED:
-        x_train, y_train, x_test, y_test, where = _read_splits(cfg)
+        try:
+            x_train, y_train, x_test, y_test, where = _read_splits(cfg)
+        except DatasetError as error:
+            raise _naming_the_key(cfg, error) from None
         shape = tuple(x_train.shape[1:])
         if shape != (cfg.channels, cfg.height, cfg.width):
             raise DatasetError(f"dataset={cfg.name.value}: files hold {shape} images, config says {(cfg.channels, cfg.height, cfg.width)}")

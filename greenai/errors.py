@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from types import FrameType
 from typing import NoReturn
 
 EXIT_BAD_INPUT = 2
@@ -18,16 +25,79 @@ class GreenAIError(Exception):
     """Input greenai refuses; the message is one line naming the key and what is allowed."""
 
 
-class ConfigError(GreenAIError, ValueError):
+class BadInput(GreenAIError):
+    """Input refused before anything ran: nothing is left behind for it."""
+
+
+class ConfigError(BadInput, ValueError):
     def __init__(self, key: str, value: object, allowed: str) -> None:
         super().__init__(f"{key}={value}: {allowed}")
         self.key = key
         self.value = value
 
 
-class DatasetError(GreenAIError):
+class DatasetError(BadInput):
     """Dataset files missing, truncated or corrupt, or nowhere to get them from."""
 
 
-class EnergyError(GreenAIError):
+class EnergyError(BadInput):
     """An energy backend that was asked for cannot measure on this machine."""
+
+
+_NOISE = ("full_key:", "object_type", "reference_type", "Config search path", "provider=", "Set the environment variable")
+
+
+def one_line(exc: BaseException) -> str:
+    """Hydra's and OmegaConf's multi-line messages about a command line, as one line that names
+    the key, the value and what is allowed."""
+    text = "\n".join(str(e) for e in (exc, exc.__cause__) if e is not None)
+    missing = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
+    if missing:
+        group, option = missing.groups()
+        options = re.findall(r"^\t(\S+)$", text, flags=re.MULTILINE)
+        allowed = f"choose one of {', '.join(options)}" if options else "no such option"
+        return f"{group}={option}: unknown {group}; {allowed}"
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(_NOISE)]
+    joined = " ".join(dict.fromkeys(lines))
+    unknown_key = re.search(r"To append to your config use \+(\S+)", joined)
+    if unknown_key:
+        hint = re.search(r"Did you mean: '([^']+)'", joined)
+        return f"{unknown_key.group(1)}: no such key" + (f" (did you mean {hint.group(1)}?)" if hint else " (to add one, prefix it with +)")
+    merging = re.match(r"Error merging override (\S+) (.*)", joined)
+    return f"{merging.group(1)}: {merging.group(2)}" if merging else joined
+
+
+@contextlib.contextmanager
+def command_line_errors() -> Iterator[None]:
+    """Run a Hydra app so that errors in its command line or config end as one line on stderr
+    and exit status 2, instead of Hydra's multi-line report."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    previous = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then raises instead of printing
+    try:
+        yield
+    except (HydraException, OmegaConfBaseException) as exc:
+        fail(one_line(exc))
+    finally:
+        if previous is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = previous
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, raised as an exception (as Ctrl-C raises KeyboardInterrupt) so that the running
+    trial is closed cleanly: run KILLED, energy logged, Optuna trial failed and queued again."""
+
+
+def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(f"stopped by {signal.Signals(signum).name}")
+
+
+def interrupt_on_sigterm() -> None:
+    """Turn SIGTERM (what `kill`, systemd and schedulers send) into Interrupted, unless someone
+    else (submitit, for its requeueing) already handles it."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_interrupted)

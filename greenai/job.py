@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import platform
+import shutil
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -14,7 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from greenai.sweep.naming import searcher_name
-from greenai.tracking import redact
+from greenai.redaction import redact
 
 PARENT_RUN_FILE = Path(".greenai") / "parent_run_id"
 VERSIONED = ("greenai", "torch", "torchvision", "zeus", "mlflow", "hydra-core", "optuna")
@@ -33,6 +34,20 @@ def write_parent_run_id(sweep_dir: str | Path, run_id: str) -> None:
 def read_parent_run_id(sweep_dir: str | Path) -> str | None:
     path = Path(sweep_dir) / PARENT_RUN_FILE
     return path.read_text().strip() if path.is_file() else None
+
+
+def discard_run_folder() -> None:
+    """A single run refused for bad input leaves no folder behind: only Hydra's own files
+    (.hydra/, the log) are removed, then the folders they leave empty, up to the launch dir."""
+    hc = HydraConfig.get()
+    out, top = Path(hc.runtime.output_dir), Path(hc.runtime.cwd)
+    if not out.is_dir() or any(p.name != ".hydra" and p.suffix != ".log" for p in out.iterdir()):
+        return
+    shutil.rmtree(out)
+    for parent in out.parents:
+        if parent == top or not parent.is_relative_to(top) or any(parent.iterdir()):
+            break
+        parent.rmdir()
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, object]:

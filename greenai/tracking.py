@@ -7,18 +7,23 @@ the same. A run always ends FINISHED, FAILED or KILLED, never left RUNNING by an
 
 from __future__ import annotations
 
+import functools
 import logging
+import random
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
+
+from greenai.locks import store_lock
+from greenai.redaction import redact, redact_text
 
 log = logging.getLogger(__name__)
 logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -32,39 +37,67 @@ MLFLOW_BATCH = 100  # MLflow accepts at most 100 params or tags per log_batch ca
 MAX_PARAM_LENGTH = 6000
 
 
-def redact(url: str) -> str:
-    """The URL with any password replaced, safe to print or log."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def redact_text(text: str) -> str:
-    """Every user:password@ in free text (a config dump) with the password hidden."""
-    return re.sub(r"(://[^:/@\s]+):[^@\s]+@", r"\1:***@", text)
-
-
 def resolve_uri(uri: str, base: str | Path) -> str:
-    """A relative sqlite path is taken from `base` (where the command was started), so every
-    job of a sweep, whatever its working folder, writes to the same store."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + str((Path(base) / uri[len(prefix) :]).resolve())
+    """A relative sqlite path (`sqlite:///mlflow.db`) or journal file (`journal:optuna.log`) is
+    taken from `base` (where the command was started), so every job of a sweep, whatever its
+    working folder, writes to the same store."""
+    for prefix in ("sqlite:///", "journal:"):
+        if uri.startswith(prefix) and not uri.startswith(prefix + "/") and not uri.startswith("journal:///"):
+            path = (Path(base) / uri[len(prefix) :]).resolve()
+            return f"sqlite:///{path}" if prefix == "sqlite:///" else f"journal://{path}"
     return uri
 
 
-_CLIENTS: dict[str, MlflowClient] = {}
+LOCKED_RETRIES = 12
 
 
-def client(uri: str) -> MlflowClient:
+def with_retries(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run an MLflow call, retrying with backoff while sqlite says "database is locked" (several
+    workers writing one store): a locked write was rolled back, so trying again is safe."""
+    delay = 0.05
+    for attempt in range(LOCKED_RETRIES):
+        try:
+            return call(*args, **kwargs)
+        except Exception as exc:
+            if "database is locked" not in str(exc) or attempt == LOCKED_RETRIES - 1:
+                raise
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 5.0)
+    raise AssertionError("unreachable")
+
+
+class RetryingClient:
+    """MlflowClient whose every call goes through with_retries."""
+
+    def __init__(self, inner: MlflowClient) -> None:
+        self._inner = inner
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Launchers pickle Hydra's callbacks (and so this client) to send them to workers.
+        return (RetryingClient, (self._inner,))
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "_inner":
+            raise AttributeError(name)
+        attr = getattr(self._inner, name)
+        return functools.partial(with_retries, attr) if callable(attr) else attr
+
+
+_CLIENTS: dict[str, Any] = {}
+
+
+def client(uri: str) -> Any:
+    """One client per store and process. A fresh sqlite store is created (MLflow runs its
+    schema migrations) under a lock, so workers starting together do not race on it."""
     if uri not in _CLIENTS:
-        _CLIENTS[uri] = MlflowClient(tracking_uri=uri)
+        with store_lock(uri):
+            created = MlflowClient(tracking_uri=uri)
+            created.search_experiments(max_results=1)  # creates and migrates the store now
+        _CLIENTS[uri] = RetryingClient(created)
     return _CLIENTS[uri]
 
 
-def experiment_id(mlflow: MlflowClient, name: str) -> str:
+def experiment_id(mlflow: Any, name: str) -> str:
     """The experiment's id, creating it (artifacts next to a sqlite store) if needed."""
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
@@ -91,7 +124,7 @@ def _stringify(value: object) -> str:
 class RunLogger:
     """Writes to one MLflow run."""
 
-    mlflow: MlflowClient
+    mlflow: Any  # RetryingClient
     run_id: str
 
     def params(self, values: Mapping[str, object]) -> None:
@@ -154,7 +187,7 @@ def open_run(uri: str, experiment: str, run_name: str, tags: Mapping[str, object
     close_run(run, None)
 
 
-def child_runs(mlflow: MlflowClient, parent_run_id: str) -> list:
+def child_runs(mlflow: Any, parent_run_id: str) -> list:
     """Every run nested under `parent_run_id`, oldest first."""
     parent = mlflow.get_run(parent_run_id)
     runs, token = [], None
@@ -172,7 +205,7 @@ def child_runs(mlflow: MlflowClient, parent_run_id: str) -> list:
             return runs
 
 
-def find_run(mlflow: MlflowClient, experiment: str, tags: Mapping[str, str]) -> object | None:
+def find_run(mlflow: Any, experiment: str, tags: Mapping[str, str]) -> object | None:
     """The newest run of `experiment` carrying all of `tags`, if any."""
     found = mlflow.get_experiment_by_name(experiment)
     if found is None:

@@ -17,9 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 from greenai import data, energy, models, tracking
 from greenai.checks import preflight
 from greenai.config import Objective, TrainConfig, register_configs
-from greenai.errors import ConfigError, GreenAIError, fail
-from greenai.job import JobContext
+from greenai.errors import BadInput, ConfigError, GreenAIError, command_line_errors, fail, interrupt_on_sigterm
+from greenai.job import JobContext, discard_run_folder
 from greenai.loop import EpochResult, format_progress
+from greenai.reachability import check_reachable
+from greenai.redaction import redact_logs, redact_text
 from greenai.sweep.owner import owner_id
 from greenai.sweep.study_link import Pruned, PrunedAt, StudyLink
 from greenai.trial import TrialFigures, epoch_metrics, run_repeats
@@ -74,6 +76,8 @@ def prepare(cfg: DictConfig) -> Trial:
     """Checks, data, energy meter and idle power: any bad input fails here, before a run exists."""
     config, spec = preflight(cfg)
     job = JobContext.from_hydra(config.sweep.trial_number, config.sweep.study_name)
+    if not job.multirun:  # a sweep's callback has checked it already
+        check_reachable(tracking.resolve_uri(config.tracking.uri, job.launch_dir), "tracking.uri")
     device = pick_device(config.device)
     dataset = data.load(config.dataset, device)
     meter = energy.make_meter(config.energy, device)
@@ -89,9 +93,24 @@ def describe_run(run: tracking.RunLogger, trial: Trial, cfg: DictConfig) -> None
     summary = models.summarize(models.build(trial.spec), trial.spec.input_shape).as_dict()
     run.params({**trial.job.flat_params(cfg), **{f"arch.{k}": v for k, v in summary.items()}})
     run.metrics({f"arch_{k}": v for k, v in summary.items() if k in ("params", "macs_per_sample")})
-    run.text(tracking.redact_text(OmegaConf.to_yaml(trial.job.without_hydra(cfg))), "config.yaml")
+    run.text(redact_text(OmegaConf.to_yaml(trial.job.without_hydra(cfg))), "config.yaml")
     if trial.meter.source is energy.Source.estimated:
         run.tags({tracking.NOTE: f"Energy is ESTIMATED, not measured: {trial.meter.description}"})
+
+
+def objective(config: TrainConfig, figures: TrialFigures) -> list[float]:
+    """The values the sweeper optimises, in the order of `objective.directions`."""
+    if config.objective.name is Objective.accuracy_energy:
+        return [figures.accuracy, float(figures.metrics()["energy_j"] or 0.0)]
+    return [figures.accuracy]
+
+
+def record(run: tracking.RunLogger, trial: Trial, figures: TrialFigures) -> None:
+    """The trial's figures so far, on the run and the Optuna trial: kept whatever stops it."""
+    final = figures.metrics()
+    run.metrics(final)
+    run.tags({"energy_source": figures.source.value})
+    trial.link.record(final)
 
 
 def train(cfg: DictConfig) -> float | tuple[float, float] | PrunedAt:
@@ -112,19 +131,21 @@ def train(cfg: DictConfig) -> float | tuple[float, float] | PrunedAt:
 
             try:
                 run_repeats(config, trial.spec, trial.dataset, trial.meter, figures, on_epoch, run.params)
-            finally:
-                # Whatever stopped the trial, the energy it spent is on the run and the Optuna trial.
-                run.metrics(figures.metrics())
-                run.tags({"energy_source": figures.source.value})
-                trial.link.record(figures.metrics())
+            except BaseException as exc:
+                # The energy spent is logged and the study told before the run closes as
+                # pruned, failed or killed (a signal arrives here as KeyboardInterrupt).
+                record(run, trial, figures)
+                trial.link.finish(None, exc)
+                raise
+            record(run, trial, figures)
+            trial.link.finish(objective(config, figures))
     except Pruned as pruned:
         log.info("%s: %s, after %s", trial.name, pruned, _joules(figures))
         # Returned, not raised: a pruned trial is no error (greenai's sweeper tells it PRUNED).
         return PrunedAt(len(figures.epochs))
     log.info("%s: accuracy %.4f, energy %s", trial.name, figures.accuracy, _joules(figures))
-    if config.objective.name is Objective.accuracy_energy:
-        return figures.accuracy, float(figures.metrics()["energy_j"] or 0.0)
-    return figures.accuracy
+    values = objective(config, figures)
+    return values[0] if len(values) == 1 else (values[0], values[1])
 
 
 def _joules(figures: TrialFigures) -> str:
@@ -138,13 +159,23 @@ TRUSTED_TARGETS = ("greenai.*", "hydra_plugins.*", "optuna.samplers.*", "optuna.
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", execution_whitelist=TRUSTED_TARGETS)
-def main(cfg: DictConfig) -> float | tuple[float, float] | PrunedAt:
+def hydra_main(cfg: DictConfig) -> float | tuple[float, float] | PrunedAt:
+    interrupt_on_sigterm()
+    redact_logs()
     try:
         return train(cfg)
     except GreenAIError as exc:
         if JobContext.is_multirun():
             raise  # the sweeper records the trial as failed, with this message
+        if isinstance(exc, BadInput):
+            discard_run_folder()
         fail(str(exc))
+
+
+def main() -> None:
+    """`python -m greenai.train` / `greenai-train`."""
+    with command_line_errors():
+        hydra_main()
 
 
 if __name__ == "__main__":

@@ -84,3 +84,42 @@ def test_relative_sqlite_paths_are_taken_from_the_launch_folder(tmp_path):
     assert tracking.resolve_uri("sqlite:///mlflow.db", tmp_path) == f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert tracking.resolve_uri("sqlite:////abs/m.db", tmp_path) == "sqlite:////abs/m.db"
     assert tracking.resolve_uri("http://host:5000", tmp_path) == "http://host:5000"
+
+
+def test_logged_lines_never_carry_a_password(capsys):
+    import logging
+
+    from greenai.redaction import redact_logs
+
+    logger = logging.getLogger("hydra")
+    handler = logging.StreamHandler()
+    logger.addHandler(handler)
+    try:
+        redact_logs()
+        logger.warning("#0 : tracking.uri=%s lr=0.1", "http://alice:s3cret@mlflow:5000")
+    finally:
+        logger.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert "s3cret" not in err and "http://alice:***@mlflow:5000" in err
+
+
+def test_params_hide_passwords_in_store_urls():
+    from omegaconf import OmegaConf
+
+    from greenai.job import JobContext
+
+    cfg = OmegaConf.create({"tracking": {"uri": "postgresql://u:pw@db/m"}, "sweep": {"storage": "mysql://v:pw2@db/o"}, "lr": 0.1})
+    flat = JobContext.flat_params(cfg)
+    assert flat["tracking.uri"] == "postgresql://u:***@db/m" and flat["sweep.storage"] == "mysql://v:***@db/o"
+
+
+def test_a_locked_database_is_retried_not_raised():
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("(sqlite3.OperationalError) database is locked")
+        return "ok"
+
+    assert tracking.with_retries(flaky) == "ok" and len(calls) == 3

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from greenai import tracking
 from greenai.config import TrackingConfig
-from greenai.errors import GreenAIError, fail
+from greenai.errors import GreenAIError, command_line_errors, fail
 from greenai.report import runs as run_reader
 from greenai.report.document import DEFAULT_G_CO2E_PER_KWH, ReportSettings, build
 
@@ -73,11 +73,17 @@ def report(cfg: DictConfig) -> Path:
 
 
 @hydra.main(config_path=CONF_DIR, config_name="report")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     try:
         report(cfg)
     except GreenAIError as exc:
         fail(str(exc))
+
+
+def main() -> None:
+    """`python -m greenai.report` / `greenai-report`."""
+    with command_line_errors():
+        hydra_main()
 
 
 if __name__ == "__main__":

@@ -20,12 +20,16 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from greenai import tracking
-from greenai.errors import GreenAIError, fail
+from greenai.errors import GreenAIError, Interrupted, fail, interrupt_on_sigterm
 from greenai.job import write_parent_run_id
+from greenai.locks import store_lock
+from greenai.reachability import check_reachable
+from greenai.redaction import redact, redact_logs, redact_text
 from greenai.report.analysis import sweep_summary
 from greenai.report.runs import row_from_run
 from greenai.sweep.naming import is_greenai_sweep, searcher_name, study_name
 from greenai.sweep.owner import owner_alive
+from greenai.sweep.study_link import Pruned, make_storage
 from greenai.sweep.preflight import check_jobs, job_override_lists
 from greenai.sweep.sweeper import check_space, parse_space, sweep_params
 
@@ -39,8 +43,12 @@ class SweepRunCallback(Callback):
     def __init__(self) -> None:
         self.run: tracking.RunLogger | None = None
         self.sweep_dir: Path | None = None
+        self.study: str | None = None
+        self.storage: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        interrupt_on_sigterm()
+        redact_logs()
         # Hydra turns a callback's exceptions into warnings and carries on; bad input must stop
         # the command, so errors leave as SystemExit (one line on stderr, exit status 2).
         try:
@@ -54,19 +62,29 @@ class SweepRunCallback(Callback):
         except GreenAIError as exc:
             fail(str(exc))
         except Exception as exc:
-            fail(f"tracking.uri={tracking.redact(str(config.tracking.uri))}: cannot open the sweep's MLflow run ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+            fail(f"tracking.uri={redact(str(config.tracking.uri))}: cannot open the sweep's MLflow run ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
 
     def _start(self, config: DictConfig) -> None:
         launch_dir = os.getcwd()
         self.sweep_dir = Path(launch_dir) / str(config.hydra.sweep.dir)
         uri = tracking.resolve_uri(config.tracking.uri, launch_dir)
+        check_reachable(uri, "tracking.uri")
+        if is_greenai_sweep(config):
+            check_reachable(tracking.resolve_uri(str(config.sweep.storage), launch_dir), "sweep.storage")
         study = study_name(config) if is_greenai_sweep(config) else None
+        self.study = study
+        self.storage = tracking.resolve_uri(str(config.sweep.storage), launch_dir) if study else None
         self.run = self._open_parent(uri, str(config.tracking.experiment), study, config)
         write_parent_run_id(self.sweep_dir, self.run.run_id)
-        log.info("MLflow sweep run %s in %s (experiment %s)", self.run.run_id, tracking.redact(uri), config.tracking.experiment)
+        log.info("MLflow sweep run %s in %s (experiment %s)", self.run.run_id, redact(uri), config.tracking.experiment)
 
     def _open_parent(self, uri: str, experiment: str, study: str | None, config: DictConfig) -> tracking.RunLogger:
         mlflow = tracking.client(uri)
+        # Several processes resuming one study at once must find or create one parent run.
+        with store_lock(uri, f"parent:{study}"):
+            return self._find_or_create_parent(mlflow, experiment, study, config)
+
+    def _find_or_create_parent(self, mlflow: Any, experiment: str, study: str | None, config: DictConfig) -> tracking.RunLogger:
         if study is not None:
             previous = tracking.find_run(mlflow, experiment, {tracking.RUN_KIND: "sweep", STUDY_TAG: study})
             if previous is not None:
@@ -89,17 +107,37 @@ class SweepRunCallback(Callback):
             tags["greenai.search_space"] = ",".join(sorted(parse_space(sweep_params(config))[0]))
         name = f"sweep-{study}" if study else f"sweep-{self.sweep_dir.parent.name}-{self.sweep_dir.name}"
         exp = tracking.experiment_id(mlflow, experiment)
-        created = mlflow.create_run(exp, run_name=name, tags={k: tracking.redact_text(str(v)) for k, v in tags.items()})
+        created = mlflow.create_run(exp, run_name=name, tags={k: redact_text(str(v)) for k, v in tags.items()})
         return tracking.RunLogger(mlflow, created.info.run_id)
 
-    @staticmethod
-    def _close_orphans(run: tracking.RunLogger) -> None:
-        """Trials a killed process left RUNNING are closed as KILLED (never left running)."""
-        for child in tracking.child_runs(run.mlflow, run.run_id):
-            if child.info.status == "RUNNING" and owner_alive(child.data.tags.get("greenai.owner")) is False:
-                orphan = tracking.RunLogger(run.mlflow, child.info.run_id)
-                orphan.tags({tracking.FAILURE_REASON: "process ended without closing the run (killed)"})
-                tracking.close_run(orphan, KeyboardInterrupt())
+    def _close_orphans(self, run: tracking.RunLogger) -> None:
+        """Trial runs a dead process left RUNNING are closed, never left running: FINISHED if
+        their Optuna trial was told a result before the process died, else KILLED."""
+        orphans = [
+            child for child in tracking.child_runs(run.mlflow, run.run_id)
+            if child.info.status == "RUNNING" and owner_alive(child.data.tags.get("greenai.owner")) is False
+        ]
+        told = self._study_states() if orphans else {}
+        for child in orphans:
+            orphan = tracking.RunLogger(run.mlflow, child.info.run_id)
+            number = child.data.tags.get("optuna.trial_number")
+            state = told.get(int(number)) if number is not None else None
+            if state in ("COMPLETE", "PRUNED"):
+                tracking.close_run(orphan, None if state == "COMPLETE" else Pruned("pruned (closed on resume)"))
+                continue
+            orphan.tags({tracking.FAILURE_REASON: "process ended without closing the run (killed)"})
+            tracking.close_run(orphan, Interrupted())
+
+    def _study_states(self) -> dict[int, str]:
+        """Optuna trial number -> state name, for this sweep's study (empty without one)."""
+        if self.study is None or self.storage is None:
+            return {}
+        storage = make_storage(self.storage)
+        try:
+            study_id = storage.get_study_id_from_name(self.study)
+        except KeyError:
+            return {}
+        return {t.number: t.state.name for t in storage.get_all_trials(study_id, deepcopy=False)}
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         exc = sys.exc_info()[1]  # set when the sweep is ending by an exception
@@ -125,7 +163,7 @@ class SweepRunCallback(Callback):
         self._log_idle()
         results = self.sweep_dir / RESULTS_FILE
         if results.is_file():
-            self.run.text(tracking.redact_text(results.read_text()), RESULTS_FILE)
+            self.run.text(redact_text(results.read_text()), RESULTS_FILE)
             stop = OmegaConf.load(results).get("stop_reason")
             if stop:
                 self.run.tags({"greenai.stop_reason": stop})

@@ -19,6 +19,7 @@ import optuna
 
 from greenai.config import SweepConfig
 from greenai.job import JobContext
+from greenai.locks import store_lock
 from greenai.tracking import resolve_uri
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ ENERGY_SOURCE_ATTR = "energy_source"
 MLFLOW_RUN_ATTR = "mlflow_run_id"
 OWNER_ATTR = "greenai_owner"  # host:pid of the process that asked the trial
 FAILURE_ATTR = "failure_reason"
+INTERRUPTED_ATTR = "interrupted"  # set on trials stopped by a signal: their point is run again
+RETRY_ATTR = "retry_of"  # on a trial queued again for an interrupted one: that trial's number
 RECORDED_METRICS = ("accuracy", "energy_j", "net_energy_j", "train_energy_j", "train_seconds", "epochs_run")
 
 
@@ -43,6 +46,46 @@ class PrunedAt:
     """What a pruned job returns to greenai's sweeper (a value, so Hydra logs no error)."""
 
     epochs_run: int
+
+
+# sqlite waits this long for another writer's lock instead of failing at once ("database is
+# locked"), so several workers can share one study file.
+SQLITE_BUSY_SECONDS = 120
+
+
+_STORAGES: dict[str, optuna.storages.BaseStorage] = {}
+
+
+def make_storage(url: str) -> optuna.storages.BaseStorage:
+    """The study storage for `url` (one per process): any SQLAlchemy URL, sqlite with a
+    generous busy timeout, or `journal:///path/to/file.log` for Optuna's journal file (no
+    server, shared folders). Created under the store's lock: workers starting together on a
+    fresh database would otherwise race on creating its tables."""
+    if url not in _STORAGES:
+        with store_lock(url, "create"):
+            _STORAGES[url] = _new_storage(url)
+    return _STORAGES[url]
+
+
+def _new_storage(url: str) -> optuna.storages.BaseStorage:
+    if url.startswith("journal:///"):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal://") :]))
+    if url.startswith("sqlite:"):
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_BUSY_SECONDS}})
+    return optuna.storages.RDBStorage(url)
+
+
+def tell(study: optuna.Study, trial: optuna.trial.Trial | int, **result: Any) -> None:
+    """study.tell that leaves finished trials alone (the job and the sweeper may both tell),
+    minus GridSampler's complaint: once the grid is covered it calls Study.stop(), which Optuna
+    only allows inside study.optimize; greenai's sweeper stops by itself."""
+    try:
+        study.tell(trial, skip_if_finished=True, **result)
+    except RuntimeError as exc:
+        if "Study.stop" not in str(exc):
+            raise
 
 
 def make_pruner(config: Any) -> optuna.pruners.BasePruner | None:
@@ -64,7 +107,7 @@ class StudyLink:
         if sweep.trial_number is None or sweep.study_name is None:
             return cls()
         pruner = make_pruner(sweep.pruner)
-        storage = optuna.storages.get_storage(resolve_uri(sweep.storage, job.launch_dir))
+        storage = make_storage(resolve_uri(sweep.storage, job.launch_dir))
         study_id = storage.get_study_id_from_name(sweep.study_name)
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, sweep.trial_number)
         # A random sampler: the job samples nothing, and this keeps reopening the trial cheap.
@@ -102,6 +145,23 @@ class StudyLink:
             value = metrics.get(key)
             if value is not None:
                 self._set(key, float(value))
+
+    def finish(self, values: list[float] | None, exc: BaseException | None = None) -> None:
+        """Tell the study how the trial ended, from the job itself: a result reaches the study
+        even if the launcher or the sweeping process dies before it hears back."""
+        if self.trial is None:
+            return
+        study = self.trial.study
+        if exc is None:
+            tell(study, self.trial, values=values)
+        elif isinstance(exc, optuna.TrialPruned):
+            tell(study, self.trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0].rstrip(": ")
+            self._set(FAILURE_ATTR, reason)
+            if isinstance(exc, KeyboardInterrupt):
+                self._set(INTERRUPTED_ATTR, True)
+            tell(study, self.trial, state=optuna.trial.TrialState.FAIL)
 
     def _set(self, key: str, value: Any) -> None:
         if self.trial is not None:

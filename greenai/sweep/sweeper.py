@@ -20,6 +20,8 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,18 +37,22 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import TrialState
 
 from greenai.errors import GreenAIError, fail
+from greenai.locks import store_lock
 from greenai.sweep import study_link
-from greenai.sweep.study_link import make_pruner
+from greenai.sweep.study_link import make_pruner, make_storage, tell
 from greenai.sweep.naming import study_name as default_study_name
 from greenai.sweep.owner import owner_alive, owner_id
 from greenai.sweep.preflight import check_jobs
-from greenai.tracking import redact, resolve_uri
+from greenai.redaction import redact, redact_logs
+from greenai.tracking import resolve_uri
 
 log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # Overrides greenai's sweeper sets itself for every job.
 JOB_KEYS = ("sweep.trial_number", "sweep.study_name")
 MAX_SPACE_CHECKS = 200
+# How often a worker whose study is full of other workers' running trials looks again.
+WAIT_FOR_OTHERS_SECONDS = 2.0
 
 
 @dataclass
@@ -103,16 +109,6 @@ def probe_values(distribution: BaseDistribution) -> list[Any]:
         return list(distribution.choices)
     assert isinstance(distribution, (IntDistribution, FloatDistribution))
     return [distribution.low, distribution.high]
-
-
-def tell(study: optuna.Study, trial: optuna.Trial | int, **result: Any) -> None:
-    """study.tell, minus GridSampler's complaint: once the grid is covered it calls
-    Study.stop(), which Optuna only allows inside study.optimize; the sweep stops itself."""
-    try:
-        study.tell(trial, **result)
-    except RuntimeError as exc:
-        if "Study.stop" not in str(exc):
-            raise
 
 
 def parse_space(params_conf: list[str]) -> tuple[dict[str, BaseDistribution], dict[str, Any], list[str]]:
@@ -174,13 +170,14 @@ class GreenOptunaSweeperImpl(OptunaSweeperImpl):
         self._process_searchspace_config()
         return parse_space(self._parse_sweeper_params_config() + arguments)
 
-    def _make_sampler(self, space: dict[str, BaseDistribution], trials_so_far: int) -> Any:
-        """The configured sampler. Resuming a study of N trials seeds it with seed + N: the
-        same command stays reproducible, and a resumed random sweep does not replay the
-        points it already ran."""
+    def _make_sampler(self, space: dict[str, BaseDistribution], trials_so_far: int | None) -> Any:
+        """The configured sampler, seeded by `seed` for a new study: the same command samples
+        the same trials. Reopening an existing study (resuming it, or a worker joining others
+        on it) shifts the seed by the trials already there and by this process, so a resumed
+        or parallel random sweep does not replay points already run or being run."""
         config = OmegaConf.create(OmegaConf.to_container(self.sampler, resolve=True))
-        if trials_so_far and config.get("seed") is not None:
-            config.seed = int(config.seed) + trials_so_far
+        if trials_so_far is not None and config.get("seed") is not None:
+            config.seed = (int(config.seed) + trials_so_far + 7919 * os.getpid()) % 2**32
         sampler = instantiate(config, _execution_whitelist_=("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*"))
         is_grid = isinstance(sampler, functools.partial) and sampler.func == optuna.samplers.GridSampler
         if not is_grid:
@@ -194,19 +191,20 @@ class GreenOptunaSweeperImpl(OptunaSweeperImpl):
 
     # ------------------------------------------------------------ the study
 
-    def _existing_trials(self, name: str) -> int:
-        storage = optuna.storages.get_storage(self.storage)
+    def _existing_trials(self, name: str) -> int | None:
+        """Trials the study holds already; None if there is no such study yet."""
+        storage = make_storage(self.storage)
         try:
             study_id = storage.get_study_id_from_name(name)
         except KeyError:
-            return 0
+            return None
         return len(storage.get_all_trials(study_id, deepcopy=False))
 
     def _open_study(self, space: dict[str, BaseDistribution], directions: list[str]) -> optuna.Study:
         name = default_study_name(self.config)
         sampler = self._make_sampler(space, self._existing_trials(name))
         study = optuna.create_study(
-            study_name=name, storage=self.storage, sampler=sampler, pruner=self._pruner(directions),
+            study_name=name, storage=make_storage(self.storage), sampler=sampler, pruner=self._pruner(directions),
             directions=directions, load_if_exists=True,
         )
         log.info("study %s in %s (%s, %s)", name, redact(str(self.storage)), type(sampler).__name__, "/".join(directions))
@@ -217,17 +215,24 @@ class GreenOptunaSweeperImpl(OptunaSweeperImpl):
         return make_pruner(self.config.sweep.pruner) if len(directions) == 1 else None
 
     @staticmethod
-    def _fail_stale(study: optuna.Study, space: dict[str, BaseDistribution]) -> None:
-        """Trials left RUNNING by a process that is gone are failed, and their point is queued
-        again: it was never evaluated, and resuming must not skip it (a grid would)."""
+    def _recover_interrupted(study: optuna.Study, space: dict[str, BaseDistribution]) -> None:
+        """Trials left RUNNING by a process that is gone are failed; those and the ones a
+        signal interrupted are queued again once: their point was never evaluated, and
+        resuming must not skip it (a grid would)."""
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if owner_alive(trial.user_attrs.get(study_link.OWNER_ATTR)) is not False:
                 continue
             study._storage.set_trial_user_attr(trial._trial_id, study_link.FAILURE_ATTR, "interrupted: its process ended")
+            study._storage.set_trial_user_attr(trial._trial_id, study_link.INTERRUPTED_ATTR, True)
             tell(study, trial.number, state=TrialState.FAIL)
-            if set(trial.params) == set(space):
-                study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-            log.warning("trial %d was left running by a process that ended: marked failed and queued again", trial.number)
+            log.warning("trial %d was left running by a process that ended: marked failed", trial.number)
+        trials = study.get_trials(deepcopy=False)
+        retried = {t.user_attrs.get(study_link.RETRY_ATTR) for t in trials}
+        for trial in trials:
+            interrupted = trial.state == TrialState.FAIL and trial.user_attrs.get(study_link.INTERRUPTED_ATTR)
+            if interrupted and trial.number not in retried and set(trial.params) == set(space):
+                study.enqueue_trial(trial.params, user_attrs={study_link.RETRY_ATTR: trial.number})
+                log.info("trial %d was interrupted: its point is queued again", trial.number)
 
     @staticmethod
     def _count(study: optuna.Study, states: tuple[TrialState, ...]) -> int:
@@ -260,6 +265,13 @@ class GreenOptunaSweeperImpl(OptunaSweeperImpl):
         ]
 
     def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: Any, directions: list[str]) -> TrialState:
+        """The trial's outcome. Jobs tell the study themselves; this covers a job that died
+        before it could (and keeps the plugin's checks of what a job returned)."""
+        told = study._storage.get_trial(trial._trial_id).state
+        if told.is_finished():
+            if told == TrialState.FAIL:
+                log.warning("trial %d failed: %s", trial.number, study._storage.get_trial(trial._trial_id).user_attrs.get(study_link.FAILURE_ATTR))
+            return told
         try:
             returned = ret.return_value  # re-raises the job's exception
             if isinstance(returned, study_link.PrunedAt):
@@ -280,45 +292,62 @@ class GreenOptunaSweeperImpl(OptunaSweeperImpl):
         return TrialState.COMPLETE
 
     def _launch(self, study: optuna.Study, trials: list[optuna.Trial], overrides: list[tuple[str, ...]]) -> list[Any]:
+        redact_logs()  # the launcher logs each job's overrides, credentials in URLs included
         try:
             returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
         except BaseException:
             # Interrupted (Ctrl-C) or the launcher broke: no trial stays RUNNING in the study.
             for trial in trials:
                 if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
-                    trial.set_user_attr(study_link.FAILURE_ATTR, "interrupted")
+                    trial.set_user_attr(study_link.FAILURE_ATTR, "interrupted: the launcher stopped")
+                    trial.set_user_attr(study_link.INTERRUPTED_ATTR, True)
                     tell(study, trial, state=TrialState.FAIL)
             raise
         self.job_idx += len(returns)
         return list(returns)
+
+    def _claim(self, study: optuna.Study) -> tuple[list[optuna.Trial], int, int]:
+        """Ask the next batch of trials, counting under the study's lock the trials other
+        workers are running: several processes on one study stop at exactly n_trials."""
+        with store_lock(str(self.storage), f"study:{study.study_name}"):
+            finished = self._count(study, FINISHED)
+            running = self._count(study, (TrialState.RUNNING,))
+            room = self.n_trials - finished - running
+            trials = [study.ask() for _ in range(min(self.n_jobs, room))] if room > 0 else []
+            for trial in trials:
+                trial.set_user_attr(study_link.OWNER_ATTR, owner_id())
+        return trials, finished, running
 
     def sweep(self, arguments: list[str]) -> None:
         # The search space was checked by greenai's sweep callback before the MLflow run opened.
         space, fixed, fixed_overrides = self._search_space(arguments)
         directions = self._get_directions()
         study = self._open_study(space, directions)
-        self._fail_stale(study, space)
-        finished = self._count(study, FINISHED)
+        self._recover_interrupted(study, space)
         # Job numbers continue the study's trial numbers, so output folders stay distinct.
         self.job_idx = len(study.get_trials(deepcopy=False))
         allowed_failures = self.max_failure_rate * self.n_trials
         failures, stop = 0, None
+        finished = self._count(study, FINISHED)
         if finished:
             log.info("resuming: %d of %d trials already finished", finished, self.n_trials)
-        while finished < self.n_trials:
+        while True:
             stop = self._stop_reason(study)
             if stop:
                 log.info("stopping: %s", stop)
                 break
-            batch = min(self.n_jobs, self.n_trials - finished)
-            trials = [study.ask() for _ in range(batch)]
-            for trial in trials:
-                trial.set_user_attr(study_link.OWNER_ATTR, owner_id())
+            trials, finished, running = self._claim(study)
+            if not trials:
+                if finished >= self.n_trials:
+                    break
+                # Other workers' trials fill the study: wait, they may fail and need replacing.
+                time.sleep(WAIT_FOR_OTHERS_SECONDS)
+                self._recover_interrupted(study, space)
+                continue
             returns = self._launch(study, trials, self._job_overrides(trials, space, fixed, fixed_overrides, study))
             states = [self._tell(study, t, r, directions) for t, r in zip(trials, returns)]
             failures += states.count(TrialState.FAIL)
-            finished = self._count(study, FINISHED)
-            self._log_progress(study, finished, directions)
+            self._log_progress(study, self._count(study, FINISHED), directions)
             if failures > allowed_failures:
                 self._save(study, directions, f"aborted: {failures} failed trials exceed max_failure_rate={self.max_failure_rate}")
                 raise RuntimeError(f"{failures} trials failed, more than max_failure_rate={self.max_failure_rate} x n_trials={self.n_trials} allows")

@@ -1,0 +1,62 @@
+"""Can a store be reached? Checked before any training, so an unreachable MLflow server or
+study database fails the command in seconds, not after MLflow's minutes of retries."""
+
+from __future__ import annotations
+
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from greenai.errors import ConfigError
+from greenai.redaction import redact
+
+TIMEOUT_SECONDS = 5
+
+
+def check_reachable(url: str, key: str) -> None:
+    """Raise ConfigError naming `key` if the store at `url` cannot be used."""
+    for prefix in ("sqlite:///", "journal://", "file://"):
+        if url.startswith(prefix):
+            return _check_folder(Path(url[len(prefix) :]).parent, url, key)
+    if url.startswith(("http://", "https://")):
+        return _check_http(url, key)
+    if "://" in url:
+        return _check_database(url, key)
+    return _check_folder(Path(url).expanduser().resolve(), url, key)
+
+
+def _check_folder(folder: Path, url: str, key: str) -> None:
+    """The store's folder must exist or be creatable, and take a file (MLflow and Optuna
+    create their files there)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ConfigError(key, redact(url), f"cannot write in {folder} ({exc.strerror or exc})") from None
+
+
+def _check_http(url: str, key: str) -> None:
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=TIMEOUT_SECONDS):
+            return
+    except urllib.error.HTTPError:
+        return  # the server answered: reachable (auth and paths are MLflow's business)
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ConfigError(key, redact(url), f"MLflow server not reachable ({reason})") from None
+
+
+def _check_database(url: str, key: str) -> None:
+    import sqlalchemy
+
+    connect_args = {"connect_timeout": TIMEOUT_SECONDS} if url.startswith(("postgresql", "mysql")) else {}
+    try:
+        engine = sqlalchemy.create_engine(url, connect_args=connect_args, poolclass=sqlalchemy.pool.NullPool)
+        with engine.connect():
+            pass
+        engine.dispose()
+    except Exception as exc:  # drivers raise their own kinds
+        message = str(exc).splitlines()[0][:200]
+        raise ConfigError(key, redact(url), f"database not reachable ({type(exc).__name__}: {redact(message)})") from None

@@ -1,0 +1,167 @@
+"""Faults injected into real sweeps: processes killed (SIGKILL, SIGTERM, SIGINT), workers
+killed, energy counters failing, many writers on one store. The assertions read the MLflow
+and Optuna stores back and count runs and trials by state."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from stores import by_state, mlflow_runs, optuna_trials, sweep_runs, trial_runs
+
+pytestmark = pytest.mark.slow
+
+
+def wait_for(log: Path, text: str, proc: subprocess.Popen, seconds: float = 300) -> None:
+    deadline = time.monotonic() + seconds
+    while text not in log.read_text():
+        assert proc.poll() is None, f"exited before '{text}':\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no '{text}' in {seconds} s"
+        time.sleep(0.1)
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def assert_complete_and_clean(work: Path, n_trials: int) -> None:
+    trials = optuna_trials(work)
+    states = Counter(t.state.name for t in trials)
+    assert states["COMPLETE"] == n_trials and not states["RUNNING"] and not states["WAITING"], states
+    runs = trial_runs(mlflow_runs(work))
+    assert not [r for r in runs if r.info.status == "RUNNING"], "no run is left RUNNING"
+    finished = by_state(runs, "finished")
+    assert len(finished) == n_trials
+    assert max(Counter(r.data.tags["optuna.trial_number"] for r in finished).values()) == 1, "no trial finished twice"
+    assert len(sweep_runs(mlflow_runs(work))) == 1, "one parent run for the study"
+
+
+SWEEP = ["-m", "searcher=grid", "lr=choice(0.001,0.002,0.003,0.004,0.005,0.006)", "hydra.sweeper.n_trials=6",
+         "epochs=6", "batch_size=16"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_closes_the_running_trial_cleanly_and_the_rerun_completes(greenai, fashion_root, tmp_path, sig):
+    args = [*SWEEP, f"dataset.root={fashion_root}", f"dataset.cache_dir={tmp_path / 'cache'}"]
+    log = tmp_path / "first.log"
+    proc = greenai.start(*args, log=log)
+    wait_for(log, "round3] epoch   2/6", proc)
+    proc.send_signal(sig)
+    assert proc.wait(timeout=120) != 0
+    runs = trial_runs(mlflow_runs(greenai.cwd))
+    (killed,) = [r for r in runs if r.data.tags["greenai.round"] == "3"]
+    assert killed.info.status == "KILLED" and killed.data.tags["greenai.trial_state"] == "killed"
+    assert killed.data.metrics["energy_j"] > 0 and 2 <= killed.data.metrics["epochs_run"] < 6, "the energy spent is logged"
+    (interrupted,) = [t for t in optuna_trials(greenai.cwd) if t.number == 2]
+    assert interrupted.state.name == "FAIL" and interrupted.user_attrs["interrupted"] is True
+    (sweep,) = sweep_runs(mlflow_runs(greenai.cwd))
+    assert sweep.info.status == "KILLED"
+    greenai(*args)
+    assert_complete_and_clean(greenai.cwd, 6)
+    retried = [t for t in optuna_trials(greenai.cwd) if t.user_attrs.get("retry_of") == 2]
+    assert len(retried) == 1 and retried[0].state.name == "COMPLETE", "the interrupted grid point ran again"
+
+
+def test_sigkill_of_the_main_process_mid_trial(greenai, fashion_root, tmp_path):
+    args = [*SWEEP, f"dataset.root={fashion_root}", f"dataset.cache_dir={tmp_path / 'cache'}"]
+    log = tmp_path / "first.log"
+    proc = greenai.start(*args, log=log)
+    wait_for(log, "round4] epoch   1/6", proc)
+    proc.kill()
+    proc.wait()
+    stale = [t for t in optuna_trials(greenai.cwd) if t.state.name == "RUNNING"]
+    assert len(stale) == 1, "SIGKILL leaves the running trial RUNNING until the rerun"
+    greenai(*args)
+    assert_complete_and_clean(greenai.cwd, 6)
+    runs = trial_runs(mlflow_runs(greenai.cwd))
+    assert len([r for r in runs if r.info.status == "KILLED"]) == 1
+
+
+def test_sigkill_of_a_worker(greenai, fashion_root, tmp_path):
+    args = ["-m", "searcher=random", "space=paper3", "hydra.sweeper.n_trials=6", "epochs=6", "batch_size=16",
+            "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2",
+            f"dataset.root={fashion_root}", f"dataset.cache_dir={tmp_path / 'cache'}"]
+    log = tmp_path / "first.log"
+    proc = greenai.start(*args, log=log)
+    wait_for(log, "round3] epoch   1/6", proc)
+    workers = [c for c in children(proc.pid) if "greenai.train" in Path(f"/proc/{c}/cmdline").read_text()
+               or "loky" in Path(f"/proc/{c}/cmdline").read_text()]
+    assert workers, "joblib's workers are children of the sweep"
+    os.kill(workers[0], signal.SIGKILL)
+    proc.wait(timeout=300)
+    greenai(*args)
+    assert_complete_and_clean(greenai.cwd, 6)
+
+
+def test_four_joblib_workers_record_forty_trials_once(greenai, tiny):
+    greenai("-m", "searcher=random", "space=paper3", "hydra.sweeper.n_trials=40", "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=4", "hydra.sweeper.n_jobs=4", *tiny, timeout=1200)
+    assert_complete_and_clean(greenai.cwd, 40)
+
+
+def test_four_independent_processes_on_one_study_stop_at_exactly_n_trials(greenai, tiny, tmp_path):
+    args = ["-m", "searcher=random", "space=paper3", "sweep.study_name=shared", "hydra.sweeper.n_trials=40", *tiny]
+    logs = [tmp_path / f"worker{i}.log" for i in range(4)]
+    procs = [greenai.start(*args, log=log) for log in logs]
+    codes = [p.wait(timeout=1200) for p in procs]
+    assert codes == [0, 0, 0, 0], [log.read_text()[-2000:] for log in logs]
+    assert_complete_and_clean(greenai.cwd, 40)
+    text = "".join(log.read_text() for log in logs)
+    assert "database is locked" not in text
+    points = [tuple(sorted(t.params.items())) for t in optuna_trials(greenai.cwd)]
+    assert len(set(points)) == len(points), "workers joining a study do not replay each other's points"
+
+
+def test_energy_counters_failing_mid_run_fall_back_and_label_the_run_partial(tmp_path, fashion_root, monkeypatch):
+    """Zeus reads the first windows, then its counter stops answering: the trial goes on, the
+    unread windows are estimated, and the run says `partial`."""
+    import zeus.monitor
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from greenai import energy
+    from greenai.train import CONF_DIR, train
+
+    class FlakyMonitor:
+        gpu_indices, cpu_indices = [], [0]
+
+        def __init__(self, **_):
+            self.windows = 0
+
+        def begin_window(self, key):
+            self.start = time.perf_counter()
+
+        def end_window(self, key):
+            self.windows += 1
+            if self.windows > 2:
+                raise RuntimeError("RAPL counter read failed")
+            from types import SimpleNamespace
+
+            return SimpleNamespace(time=time.perf_counter() - self.start, gpu_energy={}, cpu_energy={0: 5.0}, dram_energy=None)
+
+    monkeypatch.setattr(zeus.monitor, "ZeusMonitor", FlakyMonitor)
+    monkeypatch.chdir(tmp_path)
+    energy._METERS.clear()
+    with initialize_config_dir(config_dir=CONF_DIR):
+        cfg = compose(config_name="config", return_hydra_config=True,
+                      overrides=[f"dataset.root={fashion_root}", f"dataset.cache_dir={tmp_path}/c", "epochs=3", "energy=zeus", "energy.idle_seconds=0"])
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(tmp_path / "out")
+        cfg.hydra.runtime.cwd = str(tmp_path)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    try:
+        accuracy = train(cfg)
+    finally:
+        energy._METERS.clear()
+    (run,) = mlflow_runs(tmp_path)
+    assert run.info.status == "FINISHED" and 0 <= accuracy <= 1
+    assert run.data.tags["energy_source"] == "partial"
+    assert run.data.metrics["epochs_run"] == 3 and run.data.metrics["energy_j"] > 0
