@@ -99,6 +99,8 @@ class SweepConfig:
     target_accuracy: float | None = None
     # An Optuna pruner (`_target_: optuna.pruners.MedianPruner`, ...): conf/pruner/.
     pruner: Any = None
+    # Trials run at once on one GPU (with hydra/launcher=packed); their GPU energy is attributed.
+    trials_per_gpu: int = 1
 
 
 @dataclass
@@ -162,6 +164,8 @@ def check(cfg: TrainConfig) -> None:
     _check_dataset(cfg)
     if cfg.energy.watts_per_cpu_core <= 0:
         raise ConfigError("energy.watts_per_cpu_core", cfg.energy.watts_per_cpu_core, "must be > 0")
+    if cfg.sweep.trials_per_gpu < 1:
+        raise ConfigError("sweep.trials_per_gpu", cfg.sweep.trials_per_gpu, "must be a whole number >= 1")
     if cfg.energy.idle_seconds < 0:
         raise ConfigError("energy.idle_seconds", cfg.energy.idle_seconds, "must be >= 0")
 

@@ -65,6 +65,7 @@ class TrialFigures:
             "repeats_run": float(len(self.accuracies)),
             "train_seconds": self._total(self.train_windows, "seconds"),
             "eval_seconds": self._total(self.eval_windows, "seconds"),
+            "busy_seconds": (self._total(self.train_windows, "seconds") or 0.0) + (self._total(self.eval_windows, "seconds") or 0.0),
             "train_energy_j": train_j,
             "eval_energy_j": eval_j,
             "energy_j": None if train_j is None else train_j + (eval_j or 0.0),

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from datasets_on_disk import tiny_args, write_cifar, write_fashion
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent  # the checkout (scripts/, conf/)
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 

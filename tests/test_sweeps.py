@@ -114,7 +114,8 @@ def test_a_failing_trial_is_recorded_failed_and_the_sweep_goes_on(greenai, tiny)
 
 
 @pytest.mark.parametrize("launcher", [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2"],
-                                      ["hydra/launcher=submitit_local"]])
+                                      ["hydra/launcher=submitit_local"],
+                                      ["hydra/launcher=packed", "sweep.trials_per_gpu=2"]])
 def test_parallel_launchers_record_every_trial(greenai, tiny, launcher):
     greenai("-m", "searcher=random", "space=paper3", "hydra.sweeper.n_trials=4", *launcher, *tiny, timeout=900)
     assert len(complete(optuna_trials(greenai.cwd))) == 4

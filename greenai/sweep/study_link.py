@@ -18,8 +18,10 @@ from typing import Any
 import optuna
 
 from greenai.config import SweepConfig
+from greenai.errors import GreenAIError
 from greenai.job import JobContext
 from greenai.locks import store_lock
+from greenai.sweep.owner import owner_id
 from greenai.tracking import resolve_uri
 
 log = logging.getLogger(__name__)
@@ -29,10 +31,11 @@ ENERGY_ATTR = "energy_j"
 ENERGY_SOURCE_ATTR = "energy_source"
 MLFLOW_RUN_ATTR = "mlflow_run_id"
 OWNER_ATTR = "greenai_owner"  # host:pid of the process that asked the trial
+JOB_OWNER_ATTR = "greenai_job"  # host:pid of the process that trains it
 FAILURE_ATTR = "failure_reason"
 INTERRUPTED_ATTR = "interrupted"  # set on trials stopped by a signal: their point is run again
 RETRY_ATTR = "retry_of"  # on a trial queued again for an interrupted one: that trial's number
-RECORDED_METRICS = ("accuracy", "energy_j", "net_energy_j", "train_energy_j", "train_seconds", "epochs_run")
+RECORDED_METRICS = ("accuracy", "energy_j", "net_energy_j", "train_energy_j", "train_seconds", "busy_seconds", "epochs_run")
 
 
 class Pruned(optuna.TrialPruned):
@@ -114,6 +117,9 @@ class StudyLink:
         study = optuna.load_study(
             study_name=sweep.study_name, storage=storage, sampler=optuna.samplers.RandomSampler(), pruner=pruner
         )
+        if storage.get_trial(trial_id).state.is_finished():
+            # The sweeper gave this trial up (its launcher lost the job) before it started.
+            raise GreenAIError(f"sweep.trial_number={sweep.trial_number}: the trial was closed before its job started; not running it")
         single_objective = len(study.directions) == 1
         return cls(optuna.trial.Trial(study, trial_id), pruner_active=pruner is not None and single_objective)
 
@@ -124,6 +130,7 @@ class StudyLink:
     @contextmanager
     def attached(self, mlflow_run_id: str) -> Iterator[StudyLink]:
         self._set(MLFLOW_RUN_ATTR, mlflow_run_id)
+        self._set(JOB_OWNER_ATTR, owner_id())
         yield self
 
     def report(self, step: int, accuracy: float, energy_j: float | None = None) -> None:

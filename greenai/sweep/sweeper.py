@@ -38,7 +38,8 @@ from optuna.trial import TrialState
 
 from greenai.errors import GreenAIError, fail
 from greenai.locks import store_lock
-from greenai.sweep import study_link
+from greenai import tracking
+from greenai.sweep import packing, study_link
 from greenai.sweep.study_link import make_pruner, make_storage, tell
 from greenai.sweep.naming import study_name as default_study_name
 from greenai.sweep.owner import owner_alive, owner_id
@@ -53,6 +54,19 @@ JOB_KEYS = ("sweep.trial_number", "sweep.study_name")
 MAX_SPACE_CHECKS = 200
 # How often a worker whose study is full of other workers' running trials looks again.
 WAIT_FOR_OTHERS_SECONDS = 2.0
+# After a launcher loses a job, how long the batch's other jobs still running may take.
+LOST_JOB_GRACE_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class LostJob:
+    """Stands for the result of a job the launcher could not return (cancelled, timed out)."""
+
+    reason: str
+
+    @property
+    def return_value(self) -> Any:
+        raise RuntimeError(self.reason)
 
 
 @dataclass
@@ -157,6 +171,8 @@ class GreenOptunaSweeperImpl(OptunaSweeperImpl):
     def __init__(self, *args: Any, grid_points: int) -> None:
         super().__init__(*args)
         self.grid_points = grid_points
+        # Packed trials' attributed energy by trial number: their own figures overlap.
+        self.attributed: dict[int, float] = {}
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
@@ -245,7 +261,7 @@ class GreenOptunaSweeperImpl(OptunaSweeperImpl):
         if isinstance(study.sampler, optuna.samplers.GridSampler) and study.sampler.is_exhausted(study) and not waiting:
             return "every grid point has been tried"
         if sweep.energy_budget_kj is not None:
-            spent = sum(t.user_attrs.get(study_link.ENERGY_ATTR, 0.0) for t in trials) / 1000
+            spent = self._spent_j(trials) / 1000
             if spent >= sweep.energy_budget_kj:
                 return f"energy budget of {sweep.energy_budget_kj} kJ reached ({spent:.3f} kJ spent)"
         if sweep.target_accuracy is not None:
@@ -294,17 +310,38 @@ class GreenOptunaSweeperImpl(OptunaSweeperImpl):
     def _launch(self, study: optuna.Study, trials: list[optuna.Trial], overrides: list[tuple[str, ...]]) -> list[Any]:
         redact_logs()  # the launcher logs each job's overrides, credentials in URLs included
         try:
-            returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
+            returns = list(self.launcher.launch(overrides, initial_job_idx=self.job_idx))
+        except Exception as exc:
+            # A job the cluster cancelled, timed out or lost: the sweep goes on. The other jobs
+            # of the batch told the study their results themselves.
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            log.warning("the launcher lost a job (%s); its trial is marked failed and the sweep goes on", reason)
+            self._settle(study, trials, f"interrupted: the launcher lost its job ({reason})")
+            returns = [LostJob(reason)] * len(trials)
         except BaseException:
-            # Interrupted (Ctrl-C) or the launcher broke: no trial stays RUNNING in the study.
-            for trial in trials:
-                if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
-                    trial.set_user_attr(study_link.FAILURE_ATTR, "interrupted: the launcher stopped")
-                    trial.set_user_attr(study_link.INTERRUPTED_ATTR, True)
-                    tell(study, trial, state=TrialState.FAIL)
+            # Interrupted (Ctrl-C, SIGTERM): no trial stays RUNNING in the study.
+            self._settle(study, trials, "interrupted: the sweep was stopped", grace=0.0)
             raise
-        self.job_idx += len(returns)
-        return list(returns)
+        self.job_idx += len(trials)
+        return returns
+
+    @staticmethod
+    def _settle(study: optuna.Study, trials: list[optuna.Trial], reason: str, grace: float = LOST_JOB_GRACE_SECONDS) -> None:
+        """Wait (up to `grace`) for the batch's jobs that may still run, then fail, as
+        interrupted, the trials whose job is gone: their points are queued again on resume."""
+        deadline = time.monotonic() + grace
+        while True:
+            running = [t for t in trials if study._storage.get_trial(t._trial_id).state == TrialState.RUNNING]
+            alive = [t for t in running if owner_alive(study._storage.get_trial(t._trial_id).user_attrs.get(study_link.JOB_OWNER_ATTR)) is not False
+                     and study_link.JOB_OWNER_ATTR in study._storage.get_trial(t._trial_id).user_attrs]
+            if not alive or time.monotonic() >= deadline:
+                break
+            time.sleep(WAIT_FOR_OTHERS_SECONDS)
+        for trial in running:
+            if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+                trial.set_user_attr(study_link.FAILURE_ATTR, reason)
+                trial.set_user_attr(study_link.INTERRUPTED_ATTR, True)
+                tell(study, trial, state=TrialState.FAIL)
 
     def _claim(self, study: optuna.Study) -> tuple[list[optuna.Trial], int, int]:
         """Ask the next batch of trials, counting under the study's lock the trials other
@@ -318,10 +355,31 @@ class GreenOptunaSweeperImpl(OptunaSweeperImpl):
                 trial.set_user_attr(study_link.OWNER_ATTR, owner_id())
         return trials, finished, running
 
+    def _attribute(self, study: optuna.Study, trials: list[optuna.Trial], window_j: float | None) -> None:
+        """Packed trials: give each its share of the batch's GPU energy (greenai.sweep.packing)."""
+        if window_j is None:
+            return
+        frozen = [study._storage.get_trial(t._trial_id) for t in trials]
+        shares = packing.attribute(window_j, [f.user_attrs.get("busy_seconds", 0.0) for f in frozen])
+        uri = resolve_uri(str(self.config.tracking.uri), self.config.hydra.runtime.cwd)
+        for trial, share in zip(frozen, shares):
+            self.attributed[trial.number] = share
+            overlapping = trial.user_attrs.get(study_link.ENERGY_ATTR)
+            run_id = trial.user_attrs.get(study_link.MLFLOW_RUN_ATTR)
+            if run_id:
+                run = tracking.RunLogger(tracking.client(uri), run_id)
+                run.metrics({"energy_j": share, "overlapping_energy_j": overlapping, "batch_window_energy_j": window_j})
+                run.tags({"energy_source": "attributed", "energy_attribution": packing.RULE})
+            log.info("trial %d: %.1f J attributed of the batch's %.1f J (it measured %.1f J overlapping)",
+                     trial.number, share, window_j, overlapping or 0.0)
+
     def sweep(self, arguments: list[str]) -> None:
         # The search space was checked by greenai's sweep callback before the MLflow run opened.
         space, fixed, fixed_overrides = self._search_space(arguments)
         directions = self._get_directions()
+        trials_per_gpu = int(self.config.sweep.trials_per_gpu)
+        self.n_jobs = max(self.n_jobs, trials_per_gpu)
+        gpu = packing.window_meter(trials_per_gpu)
         study = self._open_study(space, directions)
         self._recover_interrupted(study, space)
         # Job numbers continue the study's trial numbers, so output folders stay distinct.
@@ -344,8 +402,13 @@ class GreenOptunaSweeperImpl(OptunaSweeperImpl):
                 time.sleep(WAIT_FOR_OTHERS_SECONDS)
                 self._recover_interrupted(study, space)
                 continue
+            if gpu:
+                gpu.begin("batch")
             returns = self._launch(study, trials, self._job_overrides(trials, space, fixed, fixed_overrides, study))
+            self._attribute(study, trials, gpu.end("batch").total_j if gpu else None)
             states = [self._tell(study, t, r, directions) for t, r in zip(trials, returns)]
+            if any(isinstance(r, LostJob) for r in returns):
+                self._recover_interrupted(study, space)  # run the lost points again, in this sweep
             failures += states.count(TrialState.FAIL)
             self._log_progress(study, self._count(study, FINISHED), directions)
             if failures > allowed_failures:
@@ -353,8 +416,12 @@ class GreenOptunaSweeperImpl(OptunaSweeperImpl):
                 raise RuntimeError(f"{failures} trials failed, more than max_failure_rate={self.max_failure_rate} x n_trials={self.n_trials} allows")
         self._save(study, directions, stop or "completed")
 
+    def _spent_j(self, trials: list[optuna.trial.FrozenTrial]) -> float:
+        """Energy the study's trials spent (attributed shares for packed trials)."""
+        return sum(self.attributed.get(t.number, t.user_attrs.get(study_link.ENERGY_ATTR, 0.0)) for t in trials)
+
     def _log_progress(self, study: optuna.Study, finished: int, directions: list[str]) -> None:
-        spent = sum(t.user_attrs.get(study_link.ENERGY_ATTR, 0.0) for t in study.get_trials(deepcopy=False)) / 1000
+        spent = self._spent_j(study.get_trials(deepcopy=False)) / 1000
         line = f"{finished}/{self.n_trials} trials finished, {spent:.3f} kJ spent"
         if len(directions) == 1 and self._count(study, (TrialState.COMPLETE,)):
             best = study.best_trial

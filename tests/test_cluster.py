@@ -1,0 +1,125 @@
+"""Beyond one machine: a real one-node Slurm (slurmctld, slurmd, slurmdbd, munge) and a real
+PostgreSQL server, both started here on loopback by the scripts the README documents."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+from stores import by_state, mlflow_runs, optuna_trials, sweep_runs, trial_runs
+
+pytestmark = pytest.mark.slow
+
+
+def as_root(*command: str) -> str:
+    prefix = [] if os.geteuid() == 0 else ["sudo", "-E"]
+    proc = subprocess.run([*prefix, *command], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{' '.join(command)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    script = str(REPO / "scripts" / "local-slurm.sh")
+    conf = as_root(script, "start").split("=", 1)[1]
+    os.environ["SLURM_CONF"] = conf  # for sbatch, squeue and scancel, here and in the sweeps
+    yield conf
+    as_root(script, "stop")
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    script = str(REPO / "scripts" / "local-postgres.sh")
+    yield as_root(script, "start")
+    as_root(script, "stop")
+
+
+SLURM = ["hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.gpus_per_node=0",
+         "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"]
+
+
+def squeue(state: str) -> list[str]:
+    return subprocess.run(["squeue", "-h", "-t", state, "-o", "%i"], capture_output=True, text=True).stdout.split()
+
+
+def test_a_sweep_runs_as_slurm_jobs_and_reports_like_a_local_one(greenai, tiny, slurm):
+    greenai("-m", *SLURM, "searcher=random", "space=paper3", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", *tiny)
+    assert Counter(t.state.name for t in optuna_trials(greenai.cwd)) == {"COMPLETE": 4}
+    runs = trial_runs(mlflow_runs(greenai.cwd))
+    assert len(by_state(runs, "finished")) == 4
+    for run in runs:
+        assert run.data.tags["energy_source"] in ("measured", "estimated") and run.data.metrics["energy_j"] > 0
+        assert "epoch_energy_j" in run.data.metrics and run.data.params["adam.beta2"]
+    assert len(list((greenai.cwd / "outputs").rglob(".submitit"))) == 1, "the jobs went through submitit"
+
+
+def test_a_job_slurm_cancels_is_failed_and_the_sweep_goes_on(greenai, fashion_root, tmp_path, slurm):
+    args = ["-m", *SLURM, "searcher=random", "space=paper3", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2",
+            f"dataset.root={fashion_root}", f"dataset.cache_dir={tmp_path / 'cache'}", "batch_size=8", "epochs=40"]
+    log = tmp_path / "sweep.log"
+    proc = greenai.start(*args, log=log)
+    deadline = time.monotonic() + 300
+    # Each Slurm job logs to its own folder in the sweep: wait until one is two epochs in.
+    while not any("epoch   2/40" in p.read_text() for p in (greenai.cwd / "outputs").rglob("train.log")):
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.5)
+    subprocess.run(["scancel", squeue("R")[0]], check=True)
+    assert proc.wait(timeout=900) == 0, log.read_text()[-3000:]
+    assert "the launcher lost a job" in log.read_text()
+    states = Counter(t.state.name for t in optuna_trials(greenai.cwd))
+    assert states["COMPLETE"] == 3 and states["FAIL"] == 1 and not states["RUNNING"], states
+    runs = trial_runs(mlflow_runs(greenai.cwd))
+    assert not [r for r in runs if r.info.status == "RUNNING"] and len(by_state(runs, "finished")) == 3
+
+
+def test_a_job_that_times_out_is_failed_and_the_sweep_goes_on(greenai, fashion_root, tmp_path, slurm):
+    # Slurm's shortest limit is a minute; the 400-epoch point cannot finish in it.
+    args = ["-m", *SLURM, "searcher=grid", "epochs=choice(1,400)", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
+            "hydra.sweeper.max_failure_rate=1.0", "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=30",
+            f"dataset.root={fashion_root}", f"dataset.cache_dir={tmp_path / 'cache'}", "batch_size=8"]
+    log = tmp_path / "sweep.log"
+    proc = greenai.start(*args, log=log)
+    assert proc.wait(timeout=900) == 0, log.read_text()[-3000:]
+    trials = optuna_trials(greenai.cwd)
+    assert [t.params["epochs"] for t in trials if t.state.name == "COMPLETE"] == [1]
+    assert {t.params["epochs"] for t in trials if t.state.name == "FAIL"} == {400}
+    assert not [t for t in trials if t.state.name == "RUNNING"]
+    runs = trial_runs(mlflow_runs(greenai.cwd))
+    assert not [r for r in runs if r.info.status == "RUNNING"], "the timed-out run is closed"
+
+
+def test_workers_on_several_processes_share_a_postgresql_study(greenai, tiny, tmp_path, postgres):
+    study = f"pg-{os.getpid()}-{time.monotonic_ns()}"
+    args = ["-m", "searcher=random", "space=paper3", f"sweep.study_name={study}", f"sweep.storage={postgres}",
+            "hydra.sweeper.n_trials=12", *tiny]
+    logs = [tmp_path / f"worker{i}.log" for i in range(3)]
+    procs = [greenai.start(*args, log=log) for log in logs]
+    assert [p.wait(timeout=900) for p in procs] == [0, 0, 0], [log.read_text()[-2000:] for log in logs]
+    import optuna
+
+    trials = optuna.load_study(study_name=study, storage=postgres).get_trials(deepcopy=False)
+    assert Counter(t.state.name for t in trials) == {"COMPLETE": 12}
+    points = [tuple(sorted(t.params.items())) for t in trials]
+    assert len(set(points)) == 12, "no duplicates"
+    runs = trial_runs(mlflow_runs(greenai.cwd))
+    assert len(by_state(runs, "finished")) == 12 and len(sweep_runs(mlflow_runs(greenai.cwd))) == 1
+    assert all("greenai:greenai@" not in log.read_text() for log in logs), "the password never reaches the console"
+
+
+def test_workers_share_a_journal_file_study(greenai, tiny, tmp_path):
+    args = ["-m", "searcher=random", "space=paper3", "sweep.study_name=journal", f"sweep.storage=journal://{tmp_path / 'study.log'}",
+            "hydra.sweeper.n_trials=8", *tiny]
+    logs = [tmp_path / f"worker{i}.log" for i in range(2)]
+    procs = [greenai.start(*args, log=log) for log in logs]
+    assert [p.wait(timeout=900) for p in procs] == [0, 0], [log.read_text()[-2000:] for log in logs]
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "study.log")))
+    trials = optuna.load_study(study_name="journal", storage=storage).get_trials(deepcopy=False)
+    assert Counter(t.state.name for t in trials) == {"COMPLETE": 8}
