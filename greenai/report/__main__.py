@@ -15,23 +15,18 @@ from greenai import tracking
 from greenai.config import TrackingConfig
 from greenai.errors import GreenAIError, command_line_errors, fail
 from greenai.report import runs as run_reader
-from greenai.report.document import DEFAULT_G_CO2E_PER_KWH, ReportSettings, build
+from greenai.report.document import ReportSettings, build
 
 log = logging.getLogger("greenai.report")
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 @dataclass
-class ReportOptions:
+class ReportOptions(ReportSettings):
+    """`report.*`: which runs, where the files go, and the settings of the analysis."""
+
     sweep: str | None = None
     out_dir: str = "reports/greenai"
-    tolerance: float = 0.005
-    accuracy_margin: float = 0.01
-    grid_g_co2e_per_kwh: float = DEFAULT_G_CO2E_PER_KWH
-    price_per_kwh: float | None = None
-    currency: str = "EUR"
-    # gross: all the devices drew; net: minus idle power x time (needs measured idle power).
-    energy: str = "gross"
 
 
 @dataclass
@@ -58,9 +53,7 @@ def report(cfg: DictConfig) -> Path:
     runs = run_reader.load(mlflow, cfg.tracking.experiment, options.sweep, metric)
     out = Path(launch_dir) / options.out_dir
     title = f"{runs.experiment}" + (f", sweep {runs.sweeps[0].name}" if options.sweep else "")
-    settings = ReportSettings(options.tolerance, options.accuracy_margin, options.grid_g_co2e_per_kwh,
-                              options.price_per_kwh, options.currency, title, options.energy)
-    result = build(runs, settings, out)
+    result = build(runs, options, out, title)
     if options.sweep:
         parent = runs.sweeps[0].run_id
         for path in [out / "report.md", *result.figures]:

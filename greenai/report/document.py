@@ -17,14 +17,16 @@ DEFAULT_G_CO2E_PER_KWH = 480.0
 KEY_PARAMS = ("model.name", "dataset.name", "conv_layers", "linear_layers", "relu", "lr", "beta1", "beta2", "eps", "weight_decay", "epochs", "repeats")
 
 
-@dataclass(frozen=True)
+@dataclass
 class ReportSettings:
+    """How the report reads the runs; `report.*` in conf/report.yaml (see there for each)."""
+
     tolerance: float = 0.005
     accuracy_margin: float = 0.01
     grid_g_co2e_per_kwh: float = DEFAULT_G_CO2E_PER_KWH
     price_per_kwh: float | None = None
     currency: str = "EUR"
-    title: str = ""
+    # gross: all the devices drew; net: minus idle power x time (needs measured idle power).
     energy: str = "gross"
 
 
@@ -268,7 +270,7 @@ def summary_lines(rows: Sequence[TrialRow], curves: list[SweepCurve], settings: 
     return lines[:3] if len(lines) > 3 else lines
 
 
-def build(runs: RunSet, settings: ReportSettings, out: Path) -> Report:
+def build(runs: RunSet, settings: ReportSettings, out: Path, title: str = "") -> Report:
     out.mkdir(parents=True, exist_ok=True)
     report = Report(markdown="", summary=[])
     rows = runs.rows
@@ -283,7 +285,7 @@ def build(runs: RunSet, settings: ReportSettings, out: Path) -> Report:
     body += ([""] + incidents) if incidents else []
     report.summary = summary_lines(rows, curves, settings, findings)
     counts = {s: sum(1 for r in rows if r.state == s) for s in ("finished", "pruned", "failed", "killed", "running")}
-    head = [f"# greenai report: {settings.title or runs.experiment}", ""]
+    head = [f"# greenai report: {title or runs.experiment}", ""]
     if banner:
         head += [banner, ""]
     head += ["Energy figures are **net** of idle power (gross minus idle power x time, `report.energy=net`)." if settings.energy == "net"

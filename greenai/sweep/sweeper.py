@@ -233,7 +233,7 @@ class GreenOptunaSweeperImpl(OptunaSweeperImpl):
     @staticmethod
     def _recover_interrupted(study: optuna.Study, space: dict[str, BaseDistribution]) -> None:
         """Trials left RUNNING by a process that is gone are failed; those and the ones a
-        signal interrupted are queued again once: their point was never evaluated, and
+        signal interrupted are queued again, once: their point was never evaluated, and
         resuming must not skip it (a grid would)."""
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if owner_alive(trial.user_attrs.get(study_link.OWNER_ATTR)) is not False:
@@ -246,7 +246,9 @@ class GreenOptunaSweeperImpl(OptunaSweeperImpl):
         retried = {t.user_attrs.get(study_link.RETRY_ATTR) for t in trials}
         for trial in trials:
             interrupted = trial.state == TrialState.FAIL and trial.user_attrs.get(study_link.INTERRUPTED_ATTR)
-            if interrupted and trial.number not in retried and set(trial.params) == set(space):
+            # Once only: a point interrupted again (a job that keeps timing out) is not retried.
+            first_try = study_link.RETRY_ATTR not in trial.user_attrs
+            if interrupted and first_try and trial.number not in retried and set(trial.params) == set(space):
                 study.enqueue_trial(trial.params, user_attrs={study_link.RETRY_ATTR: trial.number})
                 log.info("trial %d was interrupted: its point is queued again", trial.number)
 
