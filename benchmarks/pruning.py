@@ -1,6 +1,6 @@
 """Benchmark 1: the same seeded TPE sweep with and without pruning, in one run.
 
-    python benchmarks/pruning.py [--trials 24] [--epochs 6] [--train-size 6000]
+    python benchmarks/pruning.py [--trials 24] [--epochs 12] [--train-size 6000]
 
 Prints total energy of both sweeps, their ratio, and the difference in best accuracy.
 Target (issue 5): >= 40% less total energy, best accuracy within 0.5 points.
@@ -35,7 +35,7 @@ def sweep(work: Path, pruner: str, args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=24)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--train-size", type=int, default=6000)
     parser.add_argument("--test-size", type=int, default=2000)
     args = parser.parse_args()

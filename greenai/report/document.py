@@ -252,9 +252,10 @@ def summary_lines(rows: Sequence[TrialRow], curves: list[SweepCurve], settings: 
     pair = an.cheapest_within(rows, settings.accuracy_margin)
     if pair:
         best, cheap = pair
-        lines.append(f"Best accuracy {best.accuracy:.4f} ({best.name}) for {fmt_j(best.energy_j, best.estimated)}; "
-                     f"{cheap.name} comes within {settings.accuracy_margin * 100:g} point(s) ({cheap.accuracy:.4f}) for "
-                     f"{fmt_j(cheap.energy_j, cheap.estimated)}.")
+        margin = f"{settings.accuracy_margin * 100:g} point(s)"
+        cheaper = (f"{cheap.name} comes within {margin} ({cheap.accuracy:.4f}) for {fmt_j(cheap.energy_j, cheap.estimated)}"
+                   if cheap is not best else f"no trial within {margin} of it is cheaper")
+        lines.append(f"Best accuracy {best.accuracy:.4f} ({best.name}) for {fmt_j(best.energy_j, best.estimated)}; {cheaper}.")
     if curves:
         fastest = min(curves, key=lambda c: (c.curve.round_within, c.curve.energy_to_within))
         best_curve = max(curves, key=lambda c: c.curve.best)
