@@ -68,7 +68,11 @@ def _short(value: str) -> str:
         number = float(value)
     except ValueError:
         return value
-    return value if number.is_integer() and "." not in value else f"{number:.4g}"
+    if number.is_integer() and "." not in value:
+        return value
+    short = f"{number:.4g}"
+    # 0.9999999999999999 (a half-open range's top) must not read as 1.
+    return short if float(short) != round(number) or number.is_integer() else repr(number)
 
 
 # ------------------------------------------------------------------ convergence
