@@ -52,6 +52,7 @@ def test_eta_squared():
     # groups [1,2,3] and [4,5,6]: grand 3.5, SSB = 3*(1.5^2)*2 = 13.5, SST = 17.5
     assert an.eta_squared([[1, 2, 3], [4, 5, 6]]) == pytest.approx(13.5 / 17.5)
     assert an.eta_squared([[1, 2, 3]]) is None
+    assert an.eta_squared([[1], [2], [3]]) is None, "one trial per level: undefined, not 1"
 
 
 def test_carbon():

@@ -163,7 +163,9 @@ def eta_squared(groups: Sequence[Sequence[float]]) -> float | None:
     None where the design does not allow it (fewer than two groups, or no variance)."""
     groups = [list(g) for g in groups if g]
     values = [v for g in groups for v in g]
-    if len(groups) < 2 or len(values) < 3:
+    # Two levels at least, and some level with repeated trials: with one trial per level
+    # every value is its own group mean, and eta squared is 1 by construction.
+    if len(groups) < 2 or len(values) <= len(groups):
         return None
     grand = statistics.fmean(values)
     total = sum((v - grand) ** 2 for v in values)

@@ -72,14 +72,16 @@ def pareto_plot(rows: Sequence[TrialRow], front: Sequence[TrialRow], path: Path,
 
 def layers_plot(tables: dict[str, list[Level]], path: Path, estimated: bool) -> Path:
     """Mean energy (bars) and mean accuracy (line) by number of conv / linear / ReLU layers."""
-    fig, axes = plt.subplots(1, len(tables), figsize=(4.8 * len(tables), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(tables), figsize=(max(7.5, 4.8 * len(tables)), 4.0), squeeze=False)
     for ax, (factor, table) in zip(axes.flat, tables.items()):
         labels = [("on" if lv.value else "off") if factor == "relu" else str(lv.value) for lv in table]
-        ax.bar(labels, [lv.mean_energy for lv in table], color="tab:olive", alpha=0.7)
+        positions = list(range(len(table)))  # numeric positions: the counts are labels, not a scale
+        ax.bar(positions, [lv.mean_energy for lv in table], color="tab:olive", alpha=0.7)
+        ax.set_xticks(positions, labels)
         ax.set_xlabel({"conv_layers": "conv layers", "linear_layers": "linear layers", "relu": "ReLU"}.get(factor, factor))
         ax.set_ylabel(f"mean energy per trial (J{', estimated' if estimated else ''})")
         twin = ax.twinx()
-        twin.plot(labels, [lv.mean_accuracy for lv in table], "o-", color="tab:blue")
+        twin.plot(positions, [lv.mean_accuracy for lv in table], "o-", color="tab:blue")
         twin.set_ylabel("mean test accuracy", color="tab:blue")
         ax.set_title(f"by {factor}", fontsize=10)
     fig.suptitle("Layer study: energy (bars) and accuracy (line) by layer count", fontsize=12)
