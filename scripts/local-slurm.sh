@@ -110,8 +110,10 @@ start() {
   write_config
   start_mariadb
   start_slurmdbd
-  slurmctld -f "$conf"
-  slurmd -f "$conf"
+  # -c: a fresh cluster each start. Jobs recovered from an earlier, killed session would
+  # otherwise show as running though their processes are gone.
+  slurmctld -c -f "$conf"
+  slurmd -c -f "$conf"
   for _ in $(seq 100); do
     sinfo -h -o %T 2>/dev/null | grep -qE '^(idle|mixed|allocated)' && break
     sleep 0.2

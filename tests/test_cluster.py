@@ -44,8 +44,16 @@ SLURM = ["hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launch
          "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"]
 
 
-def squeue(state: str) -> list[str]:
-    return subprocess.run(["squeue", "-h", "-t", state, "-o", "%i"], capture_output=True, text=True).stdout.split()
+def running_job(cwd: Path, proc: subprocess.Popen, log: Path, progress: str) -> str:
+    """The Slurm id of this sweep's first job whose log shows `progress` (submitit keeps each
+    job's log in .submitit/<id>/), so a scancel can only hit a job of this sweep, mid-training."""
+    deadline = time.monotonic() + 300
+    while True:
+        for out in (cwd / "outputs").rglob(".submitit/*/*_log.out"):
+            if progress in out.read_text():
+                return out.parent.name
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.5)
 
 
 def test_a_sweep_runs_as_slurm_jobs_and_reports_like_a_local_one(greenai, tiny, slurm):
@@ -64,12 +72,8 @@ def test_a_job_slurm_cancels_is_failed_and_the_sweep_goes_on(greenai, fashion_ro
             f"dataset.root={fashion_root}", f"dataset.cache_dir={tmp_path / 'cache'}", "batch_size=8", "epochs=40"]
     log = tmp_path / "sweep.log"
     proc = greenai.start(*args, log=log)
-    deadline = time.monotonic() + 300
-    # Each Slurm job logs to its own folder in the sweep: wait until one is two epochs in.
-    while not any("epoch   2/40" in p.read_text() for p in (greenai.cwd / "outputs").rglob("train.log")):
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.5)
-    subprocess.run(["scancel", squeue("R")[0]], check=True)
+    job = running_job(greenai.cwd, proc, log, "epoch   2/40")
+    subprocess.run(["scancel", job], check=True)
     assert proc.wait(timeout=900) == 0, log.read_text()[-3000:]
     assert "the launcher lost a job" in log.read_text()
     states = Counter(t.state.name for t in optuna_trials(greenai.cwd))
