@@ -20,7 +20,7 @@ def redact(url: str) -> str:
 
 def redact_text(text: str) -> str:
     """Every user:password@ in free text (a config dump) with the password hidden."""
-    return re.sub(r"(://[^:/@\s]+):[^@\s]+@", r"\1:***@", text)
+    return _PASSWORD_IN_URL.sub(r"\1:***@", text)
 
 
 class RedactingFilter(logging.Filter):

@@ -11,7 +11,7 @@ from urllib.error import URLError
 import numpy as np
 import pytest
 import torch
-from datasets_on_disk import write_cifar, write_fashion, write_idx
+from datasets_on_disk import write_fashion, write_idx
 
 from greenai import data
 from greenai.config import DatasetConfig, DatasetName

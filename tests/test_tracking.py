@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from greenai import tracking
+from greenai import redaction, tracking
 from greenai.sweep.study_link import Pruned
 
 
@@ -76,8 +76,8 @@ def test_children_are_found_under_their_parent(uri):
     ],
 )
 def test_redact_hides_passwords(url, safe):
-    assert tracking.redact(url) == safe
-    assert "s3cret" not in tracking.redact_text(f"storage: {url}\nother: 1") and "pw@" not in tracking.redact_text(url)
+    assert redaction.redact(url) == safe
+    assert "s3cret" not in redaction.redact_text(f"storage: {url}\nother: 1") and "pw@" not in redaction.redact_text(url)
 
 
 def test_relative_sqlite_paths_are_taken_from_the_launch_folder(tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -239,7 +238,3 @@ def sweep_summary(rows: Sequence[TrialRow], two_objectives: bool) -> dict[str, o
             for i in front
         ]
     return summary
-
-
-def finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)
