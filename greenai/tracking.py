@@ -185,22 +185,24 @@ def open_run(uri: str, experiment: str, run_name: str, tags: Mapping[str, object
     close_run(run, None)
 
 
-def child_runs(mlflow: Any, parent_run_id: str) -> list:
-    """Every run nested under `parent_run_id`, oldest first."""
-    parent = mlflow.get_run(parent_run_id)
+def all_runs(mlflow: Any, experiment_id: str, filter_string: str = "") -> list:
+    """Every run of the experiment that matches `filter_string`, oldest first, over all of
+    MLflow's result pages."""
     runs, token = [], None
     while True:
         page = mlflow.search_runs(
-            [parent.info.experiment_id],
-            filter_string=f"tags.`{PARENT}` = '{parent_run_id}'",
-            max_results=1000,
-            order_by=["attributes.start_time ASC"],
-            page_token=token,
+            [experiment_id], filter_string=filter_string, max_results=1000, order_by=["attributes.start_time ASC"], page_token=token
         )
         runs.extend(page)
         token = page.token
         if not token:
             return runs
+
+
+def child_runs(mlflow: Any, parent_run_id: str) -> list:
+    """Every run nested under `parent_run_id`, oldest first."""
+    parent = mlflow.get_run(parent_run_id)
+    return all_runs(mlflow, parent.info.experiment_id, f"tags.`{PARENT}` = '{parent_run_id}'")
 
 
 def find_run(mlflow: Any, experiment: str, tags: Mapping[str, str]) -> object | None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from greenai.errors import GreenAIError
+from greenai.tracking import all_runs
 
 _STATE_BY_STATUS = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "killed", "RUNNING": "running"}
 
@@ -124,16 +125,6 @@ class RunSet:
     skipped: list[str] = field(default_factory=list)
 
 
-def _all_runs(mlflow: Any, experiment_id: str) -> list[Any]:
-    runs, token = [], None
-    while True:
-        page = mlflow.search_runs([experiment_id], max_results=1000, order_by=["attributes.start_time ASC"], page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
 def load(mlflow: Any, experiment: str, sweep: str | None = None, energy_metric: str = GROSS) -> RunSet:
     """Trial rows and sweeps of `experiment`, or of one sweep (its parent run's id or name).
     `energy_metric`: gross energy (`energy_j`) or net of idle power (`net_energy_j`)."""
@@ -141,7 +132,7 @@ def load(mlflow: Any, experiment: str, sweep: str | None = None, energy_metric: 
     if found is None:
         names = ", ".join(e.name for e in mlflow.search_experiments()) or "none"
         raise GreenAIError(f"tracking.experiment={experiment}: no such MLflow experiment (there are: {names})")
-    runs = _all_runs(mlflow, found.experiment_id)
+    runs = all_runs(mlflow, found.experiment_id)
     sweeps = [sweep_from_run(r) for r in runs if r.data.tags.get("greenai.run_kind") == "sweep"]
     if sweep is not None:
         sweeps = [s for s in sweeps if sweep in (s.run_id, s.name)]
