@@ -57,15 +57,17 @@ class TrialFigures:
         """The run's final figures (energy ones are None when energy is off)."""
         train_j = self.train_energy_j
         eval_j = self._total(self.eval_windows, "total_j")
+        train_s = self._total(self.train_windows, "seconds")
+        eval_s = self._total(self.eval_windows, "seconds")
         samples = self.train_images * len(self.epochs)
         figures: dict[str, float | None] = {
             "accuracy": self.accuracy,
             "accuracy_std": statistics.pstdev(self.accuracies) if len(self.accuracies) > 1 else None,
             "epochs_run": float(len(self.epochs)),
             "repeats_run": float(len(self.accuracies)),
-            "train_seconds": self._total(self.train_windows, "seconds"),
-            "eval_seconds": self._total(self.eval_windows, "seconds"),
-            "busy_seconds": (self._total(self.train_windows, "seconds") or 0.0) + (self._total(self.eval_windows, "seconds") or 0.0),
+            "train_seconds": train_s,
+            "eval_seconds": eval_s,
+            "busy_seconds": (train_s or 0.0) + (eval_s or 0.0),
             "train_energy_j": train_j,
             "eval_energy_j": eval_j,
             "energy_j": None if train_j is None else train_j + (eval_j or 0.0),
@@ -74,10 +76,9 @@ class TrialFigures:
             "energy_per_train_sample_j": None if train_j is None or not samples else train_j / samples,
         }
         if self.idle is not None:
-            train_s, eval_s = figures["train_seconds"] or 0.0, figures["eval_seconds"] or 0.0
             figures["idle_power_w"] = self.idle.watts
-            figures["train_net_energy_j"] = self.idle.net(train_j, train_s)
-            figures["net_energy_j"] = self.idle.net(figures["energy_j"], train_s + eval_s)
+            figures["train_net_energy_j"] = self.idle.net(train_j, train_s or 0.0)
+            figures["net_energy_j"] = self.idle.net(figures["energy_j"], figures["busy_seconds"])
         return figures
 
 
