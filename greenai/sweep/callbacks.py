@@ -29,7 +29,7 @@ from greenai.report.analysis import sweep_summary
 from greenai.report.runs import row_from_run
 from greenai.sweep.naming import is_greenai_sweep, searcher_name, study_name
 from greenai.sweep.owner import owner_alive
-from greenai.sweep.study_link import Pruned, make_storage
+from greenai.sweep.study_link import Pruned, study_trials
 from greenai.sweep.preflight import check_jobs, job_override_lists
 from greenai.sweep.sweeper import check_space, parse_space, sweep_params
 
@@ -69,12 +69,11 @@ class SweepRunCallback(Callback):
         self.sweep_dir = Path(launch_dir) / str(config.hydra.sweep.dir)
         uri = tracking.resolve_uri(config.tracking.uri, launch_dir)
         check_reachable(uri, "tracking.uri")
-        if is_greenai_sweep(config):
-            check_reachable(tracking.resolve_uri(str(config.sweep.storage), launch_dir), "sweep.storage")
-        study = study_name(config) if is_greenai_sweep(config) else None
-        self.study = study
-        self.storage = tracking.resolve_uri(str(config.sweep.storage), launch_dir) if study else None
-        self.run = self._open_parent(uri, str(config.tracking.experiment), study, config)
+        self.study = study_name(config) if is_greenai_sweep(config) else None
+        self.storage = tracking.resolve_uri(str(config.sweep.storage), launch_dir) if self.study else None
+        if self.storage:
+            check_reachable(self.storage, "sweep.storage")
+        self.run = self._open_parent(uri, str(config.tracking.experiment), self.study, config)
         write_parent_run_id(self.sweep_dir, self.run.run_id)
         log.info("MLflow sweep run %s in %s (experiment %s)", self.run.run_id, redact(uri), config.tracking.experiment)
 
@@ -132,12 +131,7 @@ class SweepRunCallback(Callback):
         """Optuna trial number -> state name, for this sweep's study (empty without one)."""
         if self.study is None or self.storage is None:
             return {}
-        storage = make_storage(self.storage)
-        try:
-            study_id = storage.get_study_id_from_name(self.study)
-        except KeyError:
-            return {}
-        return {t.number: t.state.name for t in storage.get_all_trials(study_id, deepcopy=False)}
+        return {t.number: t.state.name for t in study_trials(self.storage, self.study) or []}
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         exc = sys.exc_info()[1]  # set when the sweep is ending by an exception

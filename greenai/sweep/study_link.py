@@ -80,6 +80,16 @@ def _new_storage(url: str) -> optuna.storages.BaseStorage:
     return optuna.storages.RDBStorage(url)
 
 
+def study_trials(url: str, name: str) -> list[optuna.trial.FrozenTrial] | None:
+    """The trials of the study `name` in the storage at `url`; None if there is no such study."""
+    storage = make_storage(url)
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return None
+    return storage.get_all_trials(study_id, deepcopy=False)
+
+
 def tell(study: optuna.Study, trial: optuna.trial.Trial | int, **result: Any) -> None:
     """study.tell that leaves finished trials alone (the job and the sweeper may both tell),
     minus GridSampler's complaint: once the grid is covered it calls Study.stop(), which Optuna

@@ -40,7 +40,7 @@ from greenai.errors import GreenAIError, fail
 from greenai.locks import store_lock
 from greenai import tracking
 from greenai.sweep import packing, study_link
-from greenai.sweep.study_link import make_pruner, make_storage, tell
+from greenai.sweep.study_link import make_pruner, make_storage, study_trials, tell
 from greenai.sweep.naming import study_name as default_study_name
 from greenai.sweep.owner import owner_alive, owner_id
 from greenai.sweep.preflight import check_jobs
@@ -167,6 +167,12 @@ def check_space(config: DictConfig) -> None:
         fail(f"search space: {exc}")
 
 
+def _job_alive(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a job has started on the trial and its process may still be running."""
+    owner = trial.user_attrs.get(study_link.JOB_OWNER_ATTR)
+    return owner is not None and owner_alive(owner) is not False
+
+
 class GreenOptunaSweeperImpl(OptunaSweeperImpl):
     def __init__(self, *args: Any, grid_points: int) -> None:
         super().__init__(*args)
@@ -207,18 +213,10 @@ class GreenOptunaSweeperImpl(OptunaSweeperImpl):
 
     # ------------------------------------------------------------ the study
 
-    def _existing_trials(self, name: str) -> int | None:
-        """Trials the study holds already; None if there is no such study yet."""
-        storage = make_storage(self.storage)
-        try:
-            study_id = storage.get_study_id_from_name(name)
-        except KeyError:
-            return None
-        return len(storage.get_all_trials(study_id, deepcopy=False))
-
     def _open_study(self, space: dict[str, BaseDistribution], directions: list[str]) -> optuna.Study:
         name = default_study_name(self.config)
-        sampler = self._make_sampler(space, self._existing_trials(name))
+        existing = study_trials(self.storage, name)
+        sampler = self._make_sampler(space, None if existing is None else len(existing))
         study = optuna.create_study(
             study_name=name, storage=make_storage(self.storage), sampler=sampler, pruner=self._pruner(directions),
             directions=directions, load_if_exists=True,
@@ -285,11 +283,11 @@ class GreenOptunaSweeperImpl(OptunaSweeperImpl):
     def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: Any, directions: list[str]) -> TrialState:
         """The trial's outcome. Jobs tell the study themselves; this covers a job that died
         before it could (and keeps the plugin's checks of what a job returned)."""
-        told = study._storage.get_trial(trial._trial_id).state
-        if told.is_finished():
-            if told == TrialState.FAIL:
-                log.warning("trial %d failed: %s", trial.number, study._storage.get_trial(trial._trial_id).user_attrs.get(study_link.FAILURE_ATTR))
-            return told
+        told = study._storage.get_trial(trial._trial_id)
+        if told.state.is_finished():
+            if told.state == TrialState.FAIL:
+                log.warning("trial %d failed: %s", trial.number, told.user_attrs.get(study_link.FAILURE_ATTR))
+            return told.state
         try:
             returned = ret.return_value  # re-raises the job's exception
             if isinstance(returned, study_link.PrunedAt):
@@ -334,9 +332,7 @@ class GreenOptunaSweeperImpl(OptunaSweeperImpl):
         deadline = time.monotonic() + grace
         while True:
             running = [t for t in trials if study._storage.get_trial(t._trial_id).state == TrialState.RUNNING]
-            alive = [t for t in running if owner_alive(study._storage.get_trial(t._trial_id).user_attrs.get(study_link.JOB_OWNER_ATTR)) is not False
-                     and study_link.JOB_OWNER_ATTR in study._storage.get_trial(t._trial_id).user_attrs]
-            if not alive or time.monotonic() >= deadline:
+            if not any(_job_alive(study._storage.get_trial(t._trial_id)) for t in running) or time.monotonic() >= deadline:
                 break
             time.sleep(WAIT_FOR_OTHERS_SECONDS)
         for trial in running:
