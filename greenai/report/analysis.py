@@ -12,6 +12,12 @@ from greenai.report.runs import TrialRow
 JOULES_PER_KWH = 3.6e6
 
 
+def scored(rows: Sequence[TrialRow]) -> list[TrialRow]:
+    """Finished trials with both an accuracy and an energy: those the accuracy-against-energy
+    comparisons can place, in their given order."""
+    return [r for r in rows if r.state == "finished" and r.accuracy is not None and r.energy_j is not None]
+
+
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     """Indices of the points no other point dominates, maximising the first value (accuracy)
     and minimising the second (energy), ordered by energy. Identical points are all kept."""
@@ -97,7 +103,7 @@ def convergence(rows: Sequence[TrialRow], tolerance: float) -> Convergence | Non
 
 def cheapest_within(rows: Sequence[TrialRow], margin: float) -> tuple[TrialRow, TrialRow] | None:
     """(most accurate finished trial, cheapest finished trial within `margin` accuracy of it)."""
-    done = [r for r in rows if r.state == "finished" and r.accuracy is not None and r.energy_j is not None]
+    done = scored(rows)
     if not done:
         return None
     best = max(done, key=lambda r: (r.accuracy, -r.energy_j))
@@ -127,9 +133,9 @@ def levels(rows: Sequence[TrialRow], factor: str) -> list[Level]:
     """Per level of a factor (finished trials with accuracy and energy): count, mean and max
     accuracy, mean energy; levels in ascending order (False before True for relu)."""
     groups: dict[object, list[TrialRow]] = defaultdict(list)
-    for row in rows:
+    for row in scored(rows):
         value = LAYER_FACTORS[factor](row)
-        if value is not None and row.state == "finished" and row.accuracy is not None and row.energy_j is not None:
+        if value is not None:
             groups[value].append(row)
     return [
         Level(
@@ -231,7 +237,7 @@ def sweep_summary(rows: Sequence[TrialRow], two_objectives: bool) -> dict[str, o
         first = next(r for r in done if r.accuracy == best)
         summary.update(best_accuracy=best, best_round=first.round, best_run_id=first.run_id)
     if two_objectives:
-        measured = [r for r in done if r.energy_j is not None]
+        measured = scored(ordered)
         front = pareto_front([(r.accuracy, r.energy_j) for r in measured])
         summary["pareto"] = [
             {"round": measured[i].round, "run_id": measured[i].run_id, "accuracy": measured[i].accuracy, "energy_j": measured[i].energy_j}

@@ -141,7 +141,7 @@ def convergence_section(curves: list[SweepCurve], settings: ReportSettings, out:
 
 
 def pareto_rows(rows: Sequence[TrialRow]) -> list[TrialRow]:
-    done = [r for r in rows if r.state == "finished" and r.accuracy is not None and r.energy_j is not None]
+    done = an.scored(rows)
     return [done[i] for i in an.pareto_front([(r.accuracy, r.energy_j) for r in done])]
 
 
@@ -230,7 +230,7 @@ def incidents_section(rows: Sequence[TrialRow]) -> list[str]:
         return []
     body = [[r.name, r.round or "–", r.state, fmt_acc(r.accuracy), fmt_j(r.energy_j, r.estimated),
              r.tags.get("greenai.failure_reason", "") if r.state != "pruned" else f"stopped after {int(r.metrics.get('epochs_run', 0))} epochs"]
-            for r in rows if r in odd]
+            for r in odd]
     return ["## Failed, pruned and killed trials", "", "Their energy counts in every total above.", "",
             table(["run", "round", "state", "accuracy", "energy spent", "reason"], body)]
 
