@@ -19,7 +19,7 @@ from torchvision import datasets, transforms
 
 from greenai import data, energy, models
 from greenai.config import DatasetConfig, DatasetName, EnergyConfig, ModelName
-from greenai.loop import Hyperparameters, make_optimizer, train_epoch
+from greenai.loop import Hyperparameters, make_optimizer, train_epoch, train_on
 
 MEAN, STD = 0.2860, 0.3530
 
@@ -31,17 +31,9 @@ def fresh_model(device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]
 
 
 def loader_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: torch.utils.data.DataLoader, device: torch.device) -> float:
-    model.train()
-    total, count = torch.zeros((), device=device), 0
-    for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        optimizer.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
-        total += loss.detach() * len(y)
-        count += len(y)
-    return total.item() / count
+    """The same training step as greenai's, fed by the DataLoader."""
+    batches = ((x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in loader)
+    return train_on(model, optimizer, batches)
 
 
 def measured(meter: energy.Meter, step) -> tuple[float, float | None]:  # type: ignore[no-untyped-def]

@@ -4,7 +4,7 @@ around both, and a hook per epoch. It knows nothing of MLflow or Optuna."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -78,17 +78,23 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
     return loss_sum.item() / len(y), correct.item() / len(y)
 
 
-def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: DeviceData, batch_size: int, generator: torch.Generator) -> float:
-    """One pass over the training split; the mean loss, read once at the end (no per-batch sync)."""
+def train_on(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """One optimiser step per batch; the mean loss, read once at the end (no per-batch sync)."""
     model.train()
-    loss_sum = torch.zeros((), device=data.x_train.device)
-    for xb, yb in data.train_batches(batch_size, generator):
+    loss_sum, count = torch.zeros((), device=next(model.parameters()).device), 0
+    for xb, yb in batches:
         optimizer.zero_grad(set_to_none=True)
         loss = nn.functional.cross_entropy(model(xb), yb)
         loss.backward()
         optimizer.step()
         loss_sum += loss.detach() * len(yb)
-    return loss_sum.item() / len(data.y_train)
+        count += len(yb)
+    return loss_sum.item() / count
+
+
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: DeviceData, batch_size: int, generator: torch.Generator) -> float:
+    """One pass over the training split, in batches drawn by index."""
+    return train_on(model, optimizer, data.train_batches(batch_size, generator))
 
 
 def fit(
