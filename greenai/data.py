@@ -93,16 +93,15 @@ def _fashion_folders(base: Path) -> list[Path]:
     return [base / "FashionMNIST" / "raw", base / "raw", base]
 
 
-def _find_fashion(folder_bases: list[Path]) -> dict[str, Path] | None:
-    """The four IDX files (plain or .gz) in the first folder that has any of them."""
-    for base in folder_bases:
-        for folder in _fashion_folders(base):
-            found = {name: _fashion_file(folder, name) for name in FASHION_FILES}
-            if any(found.values()):
-                missing = [name for name, path in found.items() if path is None]
-                if missing:
-                    raise DatasetError(f"dataset.root={base}: {folder} lacks {', '.join(missing)} (plain or .gz)")
-                return {name: path for name, path in found.items() if path is not None}
+def _find_fashion(base: Path) -> dict[str, Path] | None:
+    """The four IDX files (plain or .gz) in the first folder under `base` that has any of them."""
+    for folder in _fashion_folders(base):
+        found = {name: _fashion_file(folder, name) for name in FASHION_FILES}
+        if any(found.values()):
+            missing = [name for name, path in found.items() if path is None]
+            if missing:
+                raise DatasetError(f"dataset.root={base}: {folder} lacks {', '.join(missing)} (plain or .gz)")
+            return {name: path for name, path in found.items() if path is not None}
     return None
 
 
@@ -132,8 +131,8 @@ def check_idx(path: Path, content: bytes, kind: str) -> int:
         raise DatasetError(f"{path}: truncated or padded: {len(content)} bytes, header {shape} needs {expected}")
     reference_md5, full_count = FASHION_FILES[name]
     # Full-size files claim to be the official ones, so the official md5 applies.
-    if shape[0] == full_count and hashlib.md5(content).hexdigest() != reference_md5:
-        raise DatasetError(f"{path}: md5 {hashlib.md5(content).hexdigest()} differs from the official {reference_md5}")
+    if shape[0] == full_count and (digest := hashlib.md5(content).hexdigest()) != reference_md5:
+        raise DatasetError(f"{path}: md5 {digest} differs from the official {reference_md5}")
     return shape[0]
 
 
@@ -162,17 +161,14 @@ def _fashion_root(cfg: DatasetConfig) -> tuple[Path, str]:
     cache = _cache_root(cfg)
     if cfg.root is not None:
         root = Path(cfg.root).expanduser()
-        found = _find_fashion([root])
+        found = _find_fashion(root)
         if found is None:
             raise DatasetError(f"dataset.root={cfg.root}: no Fashion-MNIST IDX files there (plain or .gz, flat or in FashionMNIST/raw/)")
         return _prepare_fashion(found, cache), str(root)
-    for system in SYSTEM_LOCATIONS[cfg.name]:
-        found = _find_fashion([system])
+    for base in [*SYSTEM_LOCATIONS[cfg.name], cache]:
+        found = _find_fashion(base)
         if found is not None:
-            return _prepare_fashion(found, cache), str(system)
-    found = _find_fashion([cache])
-    if found is not None:
-        return _prepare_fashion(found, cache), str(cache)
+            return _prepare_fashion(found, cache), str(base)
     _download(cfg, lambda: datasets.FashionMNIST(str(cache), train=True, download=True))
     return cache, f"download into {cache}"
 
