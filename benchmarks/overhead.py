@@ -6,7 +6,7 @@ Runs a plain multirun of N one-epoch trials (`python -m greenai.train -m seed=1,
 same N trainings (same data, model, epoch, evaluation) in a bare loop, each in a fresh process,
 for two values of N. The per-trial overhead is the difference of the two slopes, so start-up
 costs paid once (imports, creating the MLflow store) do not blur it; they are printed apart.
-Target (issue 5): under 0.5 s per trial.
+Target: under 0.5 s per trial.
 """
 
 from __future__ import annotations

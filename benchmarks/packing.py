@@ -1,4 +1,4 @@
-"""Benchmark (issue 7): K trials at once on one GPU against the same trials one after another.
+"""Benchmark: K trials at once on one GPU against the same trials one after another.
 
     python benchmarks/packing.py [--trials 8] [--epochs 10] [--ks 1,4,8]
 
@@ -52,7 +52,7 @@ def main() -> None:
         sys.exit("packing.py needs a CUDA GPU with energy counters (NVML); none is visible here")
     from greenai.energy import ZeusMeter
 
-    gpu = ZeusMeter(torch.device("cuda", 0))
+    gpu = ZeusMeter(gpu_index=0)
     ks = [int(k) for k in args.ks.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         results = {k: sweep(Path(tmp) / f"k{k}", k, args, gpu) for k in ks}

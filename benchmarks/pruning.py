@@ -3,7 +3,7 @@
     python benchmarks/pruning.py [--trials 24] [--epochs 12] [--train-size 6000]
 
 Prints total energy of both sweeps, their ratio, and the difference in best accuracy.
-Target (issue 5): >= 40% less total energy, best accuracy within 0.5 points.
+Target: >= 40% less total energy, best accuracy within 0.5 points.
 """
 
 from __future__ import annotations

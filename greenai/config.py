@@ -80,9 +80,10 @@ class EnergyConfig:
 
 @dataclass
 class TrackingConfig:
-    # Relative sqlite paths are taken from the folder the command was started in.
-    uri: str = "sqlite:///mlflow.db"
-    experiment: str = "greenai"
+    # MLflow's own environment variables when set (as for mlflow.start_run), else a sqlite file
+    # in the folder the command was started in (relative paths are taken from there).
+    uri: str = "${oc.env:MLFLOW_TRACKING_URI,sqlite:///mlflow.db}"
+    experiment: str = "${oc.env:MLFLOW_EXPERIMENT_NAME,greenai}"
 
 
 @dataclass
@@ -101,6 +102,9 @@ class SweepConfig:
     pruner: Any = None
     # Trials run at once on one GPU (with hydra/launcher=packed); their GPU energy is attributed.
     trials_per_gpu: int = 1
+    # Database storages: a running trial whose job has not recorded a heartbeat (once per epoch)
+    # for this long is failed and its point queued again. Longer than your longest epoch.
+    heartbeat_grace_seconds: int = 600
 
 
 @dataclass
@@ -132,14 +136,13 @@ class TrainConfig:
     eps: float = 1e-8
     weight_decay: float = 0.0
     device: str = "auto"
+    # cuDNN's deterministic algorithms, no benchmark-mode autotuning: repeatable on one GPU, slower.
+    deterministic: bool = False
 
 
-def register_configs() -> None:
-    """The schema, and greenai's sweeper as `hydra/sweeper=greenai` (the searchers select it)."""
-    from greenai.sweep.sweeper import register as register_sweeper  # imports optuna: only when asked
-
+def register_schema() -> None:
+    """The schema `conf/config.yaml` lists first in its defaults."""
     ConfigStore.instance().store(name="greenai_schema", node=TrainConfig, replace=True)
-    register_sweeper()
 
 
 def to_typed(cfg: DictConfig) -> TrainConfig:
@@ -166,6 +169,8 @@ def check(cfg: TrainConfig) -> None:
         raise ConfigError("energy.watts_per_cpu_core", cfg.energy.watts_per_cpu_core, "must be > 0")
     if cfg.sweep.trials_per_gpu < 1:
         raise ConfigError("sweep.trials_per_gpu", cfg.sweep.trials_per_gpu, "must be a whole number >= 1")
+    if cfg.sweep.heartbeat_grace_seconds < 1:
+        raise ConfigError("sweep.heartbeat_grace_seconds", cfg.sweep.heartbeat_grace_seconds, "must be a whole number >= 1")
     if cfg.energy.idle_seconds < 0:
         raise ConfigError("energy.idle_seconds", cfg.energy.idle_seconds, "must be >= 0")
 

@@ -309,6 +309,11 @@ def _naming_the_key(cfg: DatasetConfig, error: DatasetError) -> DatasetError:
     return DatasetError(f"{key}: {message}")
 
 
+def torchvision_root(cfg: DatasetConfig) -> Path:
+    """The folder torchvision's dataset class reads for `cfg` (the files checked first)."""
+    return _fashion_root(cfg)[0] if cfg.name is DatasetName.fashion_mnist else _cifar_root(cfg)[0]
+
+
 def check_files(cfg: DatasetConfig) -> str:
     """Find and verify the dataset's files (downloading them if that is the way); say where."""
     try:

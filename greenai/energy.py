@@ -1,30 +1,46 @@
 """Energy meters: Zeus hardware counters, a labelled estimate, or none.
 
 A meter measures named windows (`begin(name)` ... `end(name)`) and returns a `Measurement`
-that says where its joules came from. Zeus on a machine with no NVML GPU and no readable RAPL
-measures nothing and returns zero: `energy=auto` detects that up front and uses the estimate,
-and a Zeus window that reads zero over a long window is never passed on as a measurement.
+that says where its joules came from. Zeus's `ZeusMonitor` reads cumulative counters at each
+window's ends (GPU: NVML; CPU packages and DRAM: RAPL), so a window's energy is a counter
+difference:
+
+- NVML's GPU counter moves in steps (tens of ms apart on recent GPUs). A window shorter than a
+  few steps reads 0 J or a whole step; since a window's start falls anywhere within a step,
+  that reading is right on average over many windows, and consecutive windows add up to the
+  counter's total, exact to one step. greenai keeps those readings as they are (Zeus's
+  `approx_instant_energy` would replace only the zeros, by instant power x time, which makes
+  short windows read high on average) and marks windows shorter than `APPROXIMATE_STEPS`
+  counter periods as approximate; the run says how many there were.
+- Where Zeus has nothing to read (no NVIDIA GPU, no readable RAPL) it would return 0 J for
+  every window: `energy=auto` detects that up front and uses the estimate, and a window of many
+  counter periods that reads zero is never passed on as a measurement.
+- Any failure to build or read Zeus's monitor becomes the labelled estimate under `auto`, and
+  one line under `zeus`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, replace
 from enum import Enum
-from pathlib import Path
 from typing import Protocol
 
 import torch
 
 from greenai.config import EnergyBackend, EnergyConfig
+from greenai.counters import ZeusCounters, update_period
 from greenai.errors import EnergyError
 
 log = logging.getLogger(__name__)
+# A window shorter than this many counter periods reads within one step of its true energy:
+# right on average, but approximate on its own.
+APPROXIMATE_STEPS = 10
+# A counter that reads zero over a window this long (and over several periods) is not advancing.
+ZERO_READING_SECONDS = 0.5
 
 
 class Source(str, Enum):
@@ -32,22 +48,49 @@ class Source(str, Enum):
     estimated = "estimated"
     # A run whose windows came partly from counters and partly from the estimate.
     partial = "partial"
+    # Trials packed onto one GPU: the GPU's counter split among the trials active at each moment.
+    attributed = "attributed"
+    # Members of a fused group: each gets an equal share of the group's windows.
+    fused = "fused"
+    fused_estimated = "fused_estimated"
     off = "off"
+
+    @property
+    def is_estimated(self) -> bool:
+        return self in (Source.estimated, Source.partial, Source.fused_estimated)
 
 
 @dataclass(frozen=True)
 class Measurement:
-    """One window: seconds, and joules by component (None where not measured)."""
+    """One window: seconds, and joules by component (None where not measured).
+
+    `charged_seconds` is the time idle power is charged for: the window's seconds, or a share
+    of them where the window's energy is shared (packed, fused). `approximate`: a counter
+    window shorter than APPROXIMATE_STEPS counter periods."""
 
     seconds: float
     gpu_j: float | None
     cpu_j: float | None
     source: Source
+    charged_seconds: float | None = None
+    approximate: bool = False
 
     @property
     def total_j(self) -> float | None:
         parts = [j for j in (self.gpu_j, self.cpu_j) if j is not None]
         return sum(parts) if parts else None
+
+    @property
+    def charged(self) -> float:
+        return self.seconds if self.charged_seconds is None else self.charged_seconds
+
+    def share(self, members: int) -> Measurement:
+        """An equal 1/members share of the window (members doing equal work in it)."""
+        def part(j: float | None) -> float | None:
+            return None if j is None else j / members
+
+        source = {Source.measured: Source.fused, Source.estimated: Source.fused_estimated}.get(self.source, self.source)
+        return replace(self, gpu_j=part(self.gpu_j), cpu_j=part(self.cpu_j), source=source, charged_seconds=self.charged / members)
 
 
 def combined_source(sources: list[Source]) -> Source:
@@ -55,16 +98,16 @@ def combined_source(sources: list[Source]) -> Source:
     kinds = set(sources) - {Source.off}
     if not kinds:
         return Source.off
-    if kinds == {Source.measured}:
-        return Source.measured
-    if kinds == {Source.estimated}:
-        return Source.estimated
+    if len(kinds) == 1:
+        return kinds.pop()
     return Source.partial
 
 
 class Meter(Protocol):
     source: Source
     description: str
+    # What the joules cover: "gpu", "gpu+cpu+dram", "cpu-time estimate", "none".
+    components: str
 
     def begin(self, name: str) -> None: ...
 
@@ -77,6 +120,7 @@ class OffMeter:
 
     source: Source = Source.off
     description: str = "energy not measured (energy=off)"
+    components: str = "none"
     _started: dict[str, float] = field(default_factory=dict)
 
     def begin(self, name: str) -> None:
@@ -92,6 +136,7 @@ class EstimateMeter:
 
     watts_per_cpu_core: float
     source: Source = Source.estimated
+    components: str = "cpu-time estimate"
     _started: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
@@ -107,53 +152,52 @@ class EstimateMeter:
         return Measurement(time.perf_counter() - wall0, None, cpu_seconds * self.watts_per_cpu_core, Source.estimated)
 
 
-# A real counter advances within this long; a zero over a longer window is not a reading.
-ZERO_READING_SECONDS = 0.5
-
-
 class ZeusMeter:
-    """Zeus's ZeusMonitor: GPU energy from NVML, CPU package (+DRAM) energy from RAPL."""
+    """Zeus's ZeusMonitor: the energy counter of the training GPU (NVML) and of every readable
+    CPU package and DRAM (RAPL). Raises EnergyError, saying why, where it cannot measure."""
 
     source = Source.measured
 
-    def __init__(self, device: torch.device) -> None:
-        # Zeus logs its device probing (and a missing AMD library) on every trial: greenai
-        # states the outcome in one line of its own instead.
-        logging.getLogger("zeus").setLevel(logging.WARNING)
-        logging.getLogger("zeus.device.gpu.amd").setLevel(logging.ERROR)
+    def __init__(self, gpu_index: int | None) -> None:
+        self.counters = ZeusCounters(gpu_index)
+        if not self.counters.components:
+            raise EnergyError("Zeus found no GPU (NVML) and no readable CPU (RAPL) counters here")
         from zeus.monitor import ZeusMonitor
 
-        gpus = [device.index or 0] if device.type == "cuda" else []
-        self.monitor = ZeusMonitor(gpu_indices=gpus if gpus else [], sync_execution_with="torch")
-        if device.type == "cuda" and not self.monitor.gpu_indices:
-            raise EnergyError(f"energy=zeus: Zeus cannot read the energy counter of {device}")
-        if not self.monitor.gpu_indices and not self.monitor.cpu_indices:
-            raise EnergyError(
-                "energy=zeus: Zeus found no GPU (NVML) and no readable CPU (RAPL) counters here; "
-                "use energy=auto or energy=estimate"
-            )
-        self.description = self._describe(device)
+        gpus = [] if gpu_index is None else [gpu_index]
+        try:
+            self.monitor = ZeusMonitor(gpu_indices=gpus, cpu_indices=self.counters.cpu_indices, sync_execution_with="torch")
+        except Exception as exc:  # Zeus raises ValueError, RuntimeError and its own errors here
+            raise EnergyError(f"Zeus cannot start measuring ({type(exc).__name__}: {exc})") from exc
+        self.components = "+".join(self.counters.components)
+        self.period = update_period(lambda: self.counters.gpus.get_total_energy_consumption(gpu_index)) if gpus else None
+        self.description = self._describe(gpu_index)
 
-    def _describe(self, device: torch.device) -> str:
+    def _describe(self, gpu_index: int | None) -> str:
         parts = []
-        if self.monitor.gpu_indices:
-            parts.append(f"GPU {torch.cuda.get_device_name(device)} (NVML)")
-        if self.monitor.cpu_indices:
-            parts.append(f"CPU packages {self.monitor.cpu_indices} (RAPL)")
+        if gpu_index is not None:
+            every = f", counter moves every {self.period * 1000:.0f} ms" if self.period else ""
+            parts.append(f"GPU {torch.cuda.get_device_name(gpu_index)} (NVML{every})")
+        if self.counters.cpu_indices:
+            parts.append(f"CPU packages {self.counters.cpu_indices} (RAPL{', with DRAM' if self.counters.dram else ''})")
         return "zeus: " + ", ".join(parts)
 
     def begin(self, name: str) -> None:
-        self.monitor.begin_window(name)
+        self.monitor.begin_window(name, sync_execution=bool(self.monitor.gpu_indices))
 
     def end(self, name: str) -> Measurement:
-        m = self.monitor.end_window(name)
+        with warnings.catch_warnings():
+            # Zeus warns on every zero GPU reading; greenai labels short windows instead.
+            warnings.simplefilter("ignore")
+            m = self.monitor.end_window(name, sync_execution=bool(self.monitor.gpu_indices))
         gpu = sum(m.gpu_energy.values()) if m.gpu_energy else None
         cpu_parts = [*(m.cpu_energy or {}).values(), *(m.dram_energy or {}).values()]
         cpu = sum(cpu_parts) if cpu_parts else None
         total = (gpu or 0.0) + (cpu or 0.0)
-        if total <= 0.0 and m.time >= ZERO_READING_SECONDS:
+        if total <= 0.0 and m.time >= max(ZERO_READING_SECONDS, 5 * (self.period or 0.0)):
             raise EnergyError(f"Zeus read {total} J over {m.time:.2f} s in window {name!r}: the counters are not advancing")
-        return Measurement(m.time, gpu, cpu, Source.measured)
+        approximate = self.period is not None and m.time < APPROXIMATE_STEPS * self.period
+        return Measurement(m.time, gpu, cpu, Source.measured, approximate=approximate)
 
 
 class FallbackMeter:
@@ -162,6 +206,8 @@ class FallbackMeter:
     def __init__(self, primary: ZeusMeter, fallback: EstimateMeter) -> None:
         self.primary, self.fallback = primary, fallback
         self.source = primary.source
+        self.components = primary.components
+        self.counters = primary.counters
         self.description = f"{primary.description}; falls back to {fallback.description}"
 
     def begin(self, name: str) -> None:
@@ -180,81 +226,24 @@ class FallbackMeter:
             return estimate
 
 
-@dataclass(frozen=True)
-class IdlePower:
-    """Power the devices draw with nothing running, to turn gross energy into net energy."""
-
-    watts: float
-    source: Source
-    seconds: float
-
-    def net(self, joules: float | None, seconds: float) -> float | None:
-        """Gross joules minus what the idle devices would have drawn over the same time."""
-        return None if joules is None else joules - self.watts * seconds
-
-
-def measure_idle_power(meter: Meter, seconds: float) -> IdlePower:
-    """A window of `seconds` with nothing running (the paper said it subtracted idle energy;
-    its code did not)."""
-    meter.begin("idle")
-    time.sleep(seconds)
-    reading = meter.end("idle")
-    return IdlePower((reading.total_j or 0.0) / reading.seconds, reading.source, reading.seconds)
-
-
-def idle_power(meter: Meter, seconds: float, shared: Path | None = None) -> IdlePower | None:
-    """Idle power for this job's devices: measured once per sweep and host, shared through
-    `shared` (the sweep folder) so the jobs after the first read it instead of waiting."""
-    if seconds <= 0 or meter.source is Source.off:
-        return None
-    if meter.source is Source.estimated:
-        # The estimate counts this process's busy CPU time only: its idle power is zero by construction.
-        return IdlePower(0.0, Source.estimated, 0.0)
-    if shared is None:
-        return measure_idle_power(meter, seconds)
-    path = shared / f"idle-{socket.gethostname()}-{meter.description.replace('/', '_').replace(' ', '_')[:80]}.json"
-    return _shared_measurement(path, lambda: measure_idle_power(meter, seconds), timeout=seconds + 60)
-
-
-def _shared_measurement(path: Path, measure: Callable[[], IdlePower], timeout: float) -> IdlePower:
-    """The first job to get here measures (holding a lock file); the others wait and read."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = path.with_suffix(".lock")
-    deadline = time.monotonic() + timeout
-    while not path.is_file():
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            if time.monotonic() > deadline:  # the measuring job died: measure here instead
-                break
-            time.sleep(0.2)
-            continue
-        os.close(fd)
-        try:
-            result = measure()
-            tmp = path.with_suffix(".partial")
-            tmp.write_text(json.dumps({"watts": result.watts, "source": result.source.value, "seconds": result.seconds}))
-            tmp.replace(path)
-            return result
-        finally:
-            lock.unlink(missing_ok=True)
-    if not path.is_file():
-        return measure()
-    saved = json.loads(path.read_text())
-    return IdlePower(saved["watts"], Source(saved["source"]), saved["seconds"])
-
-
 _METERS: dict[tuple[object, ...], Meter] = {}
 
 
 def make_meter(cfg: EnergyConfig, device: torch.device) -> Meter:
     """The meter `energy=<backend>` asks for; `auto` = Zeus where it can measure, else the
-    estimate. One per process and setting: probing the devices costs a tenth of a second,
+    estimate. One per process and setting: probing the devices costs a fraction of a second,
     which a sweep of many trials in one process would otherwise pay every trial."""
     key = (cfg.backend, cfg.watts_per_cpu_core, str(device))
     if key not in _METERS:
         _METERS[key] = _new_meter(cfg, device)
     return _METERS[key]
+
+
+def gpu_index(device: torch.device) -> int | None:
+    """The CUDA index Zeus should read for `device` (None on the CPU)."""
+    if device.type != "cuda":
+        return None
+    return device.index if device.index is not None else torch.cuda.current_device()
 
 
 def _new_meter(cfg: EnergyConfig, device: torch.device) -> Meter:
@@ -264,10 +253,10 @@ def _new_meter(cfg: EnergyConfig, device: torch.device) -> Meter:
     if cfg.backend is EnergyBackend.estimate:
         return estimate
     try:
-        zeus = ZeusMeter(device)
-    except EnergyError:
+        zeus = ZeusMeter(gpu_index(device))
+    except EnergyError as exc:
         if cfg.backend is EnergyBackend.zeus:
-            raise
-        log.info("energy=auto: Zeus has no GPU or RAPL counter here, so energy is ESTIMATED (%s)", estimate.description)
+            raise EnergyError(f"energy=zeus: {exc}; use energy=auto or energy=estimate") from None
+        log.info("energy=auto: %s, so energy is ESTIMATED (%s)", exc, estimate.description)
         return estimate
     return FallbackMeter(zeus, estimate)

@@ -21,6 +21,12 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(EXIT_BAD_INPUT)
 
 
+def failure_reason(exc: BaseException) -> str:
+    """Why something failed, in one line: the exception's type and its message's first line."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 class GreenAIError(Exception):
     """Input greenai refuses; the message is one line naming the key and what is allowed."""
 

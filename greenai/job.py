@@ -1,39 +1,17 @@
 """What a trial knows of the Hydra job it runs in: mode, job number, folders, its sweep's
-parent MLflow run, and the names and tags derived from them."""
+parent MLflow run and searcher."""
 
 from __future__ import annotations
 
-import functools
-import platform
 import shutil
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
 
-from greenai.sweep.naming import searcher_name
-from greenai.redaction import redact
-
-PARENT_RUN_FILE = Path(".greenai") / "parent_run_id"
-VERSIONED = ("greenai", "torch", "torchvision", "zeus", "mlflow", "hydra-core", "optuna")
-# Keys whose values may hold credentials: logged redacted.
-URL_KEYS = ("tracking.uri", "sweep.storage")
-
-
-def write_parent_run_id(sweep_dir: str | Path, run_id: str) -> None:
-    path = Path(sweep_dir) / PARENT_RUN_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".partial")
-    tmp.write_text(run_id)
-    tmp.replace(path)
-
-
-def read_parent_run_id(sweep_dir: str | Path) -> str | None:
-    path = Path(sweep_dir) / PARENT_RUN_FILE
-    return path.read_text().strip() if path.is_file() else None
+from greenai.sweep_folder import SweepFolder
+from greenai.sweep_identity import searcher_name
 
 
 def discard_run_folder() -> None:
@@ -48,17 +26,6 @@ def discard_run_folder() -> None:
         if parent == top or not parent.is_relative_to(top) or any(parent.iterdir()):
             break
         parent.rmdir()
-
-
-def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
-    flat: dict[str, object] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
 
 
 @dataclass(frozen=True)
@@ -89,10 +56,14 @@ class JobContext:
             sweep_dir=sweep_dir,
             output_dir=hc.runtime.output_dir,
             launch_dir=hc.runtime.cwd,
-            parent_run_id=read_parent_run_id(sweep_dir) if sweep_dir else None,
+            parent_run_id=SweepFolder(sweep_dir).parent_run_id() if sweep_dir else None,
             searcher=searcher_name(hc.sweeper) if multirun else None,
             study_name=study_name if trial_number is not None else None,
         )
+
+    @property
+    def sweep_folder(self) -> SweepFolder | None:
+        return SweepFolder(self.sweep_dir) if self.sweep_dir else None
 
     @property
     def round(self) -> int | None:
@@ -104,42 +75,3 @@ class JobContext:
     def run_name(self, architecture: str, seed: int) -> str:
         name = f"{architecture}-s{seed}"
         return f"{name}-round{self.round}" if self.trial_number is not None else name
-
-    def tags(self) -> dict[str, object]:
-        tags: dict[str, object] = {"hydra.output_dir": self.output_dir}
-        if self.multirun:
-            tags.update({"hydra.job_num": self.job_num, "hydra.sweep_dir": self.sweep_dir, "greenai.round": self.round})
-        if self.searcher:
-            tags["greenai.searcher"] = self.searcher
-        if self.trial_number is not None:
-            tags["optuna.trial_number"] = self.trial_number
-            tags["greenai.study_name"] = self.study_name
-        if self.parent_run_id:
-            tags["mlflow.parentRunId"] = self.parent_run_id
-        return tags
-
-    @staticmethod
-    @functools.cache
-    def versions() -> dict[str, object]:
-        found: dict[str, object] = {"versions.python": platform.python_version()}
-        for package in VERSIONED:
-            try:
-                found[f"versions.{package}"] = metadata.version(package)
-            except metadata.PackageNotFoundError:
-                continue
-        return found
-
-    @staticmethod
-    def without_hydra(cfg: DictConfig) -> DictConfig:
-        return OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
-
-    @classmethod
-    def flat_params(cls, cfg: DictConfig) -> dict[str, object]:
-        """The job's config as dotted params, with credentials in URLs hidden."""
-        tree = OmegaConf.to_container(cls.without_hydra(cfg), resolve=True, enum_to_str=True)
-        assert isinstance(tree, dict)
-        flat = flatten(tree)
-        for key in URL_KEYS:
-            if isinstance(flat.get(key), str):
-                flat[key] = redact(flat[key])
-        return flat

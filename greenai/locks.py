@@ -1,6 +1,7 @@
-"""Cross-process locks beside a store, for the few steps that must not interleave between
-workers sharing it: creating a fresh MLflow database, opening a sweep's parent run, and
-counting-then-asking trials of a shared study (so n_trials is never overshot)."""
+"""Cross-process locks: a lock file (flock) and a PostgreSQL advisory lock.
+
+Stores pick theirs through `stores.StoreURL.lock`; the sweep folder's shared measurements use
+`file_lock` directly."""
 
 from __future__ import annotations
 
@@ -40,14 +41,3 @@ def postgres_lock(url: str, name: str) -> Iterator[None]:
         finally:
             connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
     engine.dispose()
-
-
-def store_lock(url: str, name: str = "greenai") -> contextlib.AbstractContextManager[None]:
-    """The lock that serialises writers of the store at `url`: a lock file beside a sqlite or
-    journal file, an advisory lock on PostgreSQL, nothing elsewhere (MLflow servers serialise)."""
-    for prefix in ("sqlite:///", "journal://"):
-        if url.startswith(prefix):
-            return file_lock(Path(url[len(prefix) :] + ".greenai-lock"))
-    if url.startswith(("postgresql:", "postgresql+")):
-        return postgres_lock(url, name)
-    return contextlib.nullcontext()

@@ -10,20 +10,21 @@ from pathlib import Path
 
 from greenai.errors import ConfigError
 from greenai.redaction import redact
+from greenai.stores import StoreURL
 
 TIMEOUT_SECONDS = 5
 
 
-def check_reachable(url: str, key: str) -> None:
-    """Raise ConfigError naming `key` if the store at `url` cannot be used."""
-    for prefix in ("sqlite:///", "journal://", "file://"):
-        if url.startswith(prefix):
-            return _check_folder(Path(url[len(prefix) :]).parent, url, key)
-    if url.startswith(("http://", "https://")):
-        return _check_http(url, key)
-    if "://" in url:
-        return _check_database(url, key)
-    return _check_folder(Path(url).expanduser().resolve(), url, key)
+def check_reachable(store: StoreURL | str, key: str) -> None:
+    """Raise ConfigError naming `key` if the store cannot be used."""
+    store = store if isinstance(store, StoreURL) else StoreURL.parse(store)
+    if store.folder is not None:
+        return _check_folder(store.folder, store.url, key)
+    if store.kind == "http":
+        return _check_http(store.url, key)
+    if store.kind == "database":
+        return _check_database(store.url, key)
+    return None
 
 
 def _check_folder(folder: Path, url: str, key: str) -> None:

@@ -1,51 +1,40 @@
-"""MLflow: one run per trial, one parent run per sweep; what is logged and how it is named.
+"""MLflow: the client, runs that always end with the right status, and searches over runs.
 
 Everything goes through `MlflowClient` with explicit run ids, never MLflow's global "active
-run", so trials in one process (Hydra's basic launcher) and in many (joblib, Slurm) behave
-the same. A run always ends FINISHED, FAILED or KILLED, never left RUNNING by an exception.
+run", so trials in one process (Hydra's basic launcher) and in many (joblib, Slurm, a fused
+group) behave the same. Runs are created with MLflow's own context tags (user, source, git
+commit), as `mlflow.start_run` would. A run always ends FINISHED, FAILED or KILLED, never left
+RUNNING by an exception; one a killed process left RUNNING is closed the next time a greenai
+command opens its store.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.tracking.context.registry import resolve_tags
 
-from greenai.locks import store_lock
+from greenai import names
+from greenai.errors import Interrupted, failure_reason
+from greenai.owner import owner_alive
+from greenai.stores import StoreURL
 
 log = logging.getLogger(__name__)
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
-RUN_KIND = "greenai.run_kind"  # "trial" or "sweep"
-TRIAL_STATE = "greenai.trial_state"  # running, finished, failed, pruned, killed
-FAILURE_REASON = "greenai.failure_reason"
-PARENT = "mlflow.parentRunId"
-NOTE = "mlflow.note.content"
-MLFLOW_BATCH = 100  # MLflow accepts at most 100 params or tags per log_batch call
-MAX_PARAM_LENGTH = 6000
-
-
-def resolve_uri(uri: str, base: str | Path) -> str:
-    """A relative sqlite path (`sqlite:///mlflow.db`) or journal file (`journal:optuna.log`) is
-    taken from `base` (where the command was started), so every job of a sweep, whatever its
-    working folder, writes to the same store."""
-    for prefix in ("sqlite:///", "journal:"):
-        if uri.startswith(prefix) and not uri.startswith(prefix + "/") and not uri.startswith("journal:///"):
-            path = (Path(base) / uri[len(prefix) :]).resolve()
-            return f"sqlite:///{path}" if prefix == "sqlite:///" else f"journal://{path}"
-    return uri
-
-
+# MLflow 3's UI opens an experiment on its GenAI overview unless the experiment says it holds
+# model training runs.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
 LOCKED_RETRIES = 12
 
 
@@ -78,34 +67,40 @@ class RetryingClient:
         if name.startswith("__") or name == "_inner":
             raise AttributeError(name)
         attr = getattr(self._inner, name)
-        return functools.partial(with_retries, attr) if callable(attr) else attr
+        return (lambda *a, **k: with_retries(attr, *a, **k)) if callable(attr) else attr
 
 
 _CLIENTS: dict[str, Any] = {}
 
 
-def client(uri: str) -> Any:
+def as_store(store: StoreURL | str) -> StoreURL:
+    return store if isinstance(store, StoreURL) else StoreURL.parse(store)
+
+
+def client(store: StoreURL | str) -> Any:
     """One client per store and process. A fresh sqlite store is created (MLflow runs its
-    schema migrations) under a lock, so workers starting together do not race on it."""
-    if uri not in _CLIENTS:
-        with store_lock(uri):
-            created = MlflowClient(tracking_uri=uri)
+    schema migrations) under the store's lock, so workers starting together do not race on it;
+    runs that dead processes of this host left RUNNING are closed then."""
+    store = as_store(store)
+    if store.url not in _CLIENTS:
+        with store.lock():
+            created = MlflowClient(tracking_uri=store.url)
             created.search_experiments(max_results=1)  # creates and migrates the store now
-        _CLIENTS[uri] = RetryingClient(created)
-    return _CLIENTS[uri]
+        _CLIENTS[store.url] = RetryingClient(created)
+        close_dead_runs(_CLIENTS[store.url])
+    return _CLIENTS[store.url]
 
 
 def experiment_id(mlflow: Any, name: str) -> str:
-    """The experiment's id, creating it (artifacts next to a sqlite store) if needed."""
+    """The experiment's id, creating it (artifacts next to a sqlite store) if needed, marked as
+    an experiment of model-training runs."""
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    uri = mlflow.tracking_uri
-    location = None
-    if uri.startswith("sqlite:///"):
-        location = (Path(uri[len("sqlite:///") :]).parent / "mlruns").as_uri()
+    store = StoreURL.parse(mlflow.tracking_uri)
+    location = (store.folder / "mlruns").as_uri() if store.kind == "sqlite" and store.folder else None
     try:
-        return mlflow.create_experiment(name, artifact_location=location)
+        return mlflow.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_TRAINING})
     except MlflowException:  # another worker created it first
         found = mlflow.get_experiment_by_name(name)
         if found is None:
@@ -113,33 +108,23 @@ def experiment_id(mlflow: Any, name: str) -> str:
         return found.experiment_id
 
 
-def _stringify(value: object) -> str:
-    text = str(value)
-    return text if len(text) <= MAX_PARAM_LENGTH else text[: MAX_PARAM_LENGTH - 3] + "..."
-
-
 @dataclass
 class RunLogger:
-    """Writes to one MLflow run."""
+    """Writes to one MLflow run. MLflow's log_batch splits large batches and truncates long
+    values itself."""
 
     mlflow: Any  # RetryingClient
     run_id: str
 
     def params(self, values: Mapping[str, object]) -> None:
-        items = [Param(k, _stringify(v)) for k, v in values.items()]
-        for start in range(0, len(items), MLFLOW_BATCH):
-            self.mlflow.log_batch(self.run_id, params=items[start : start + MLFLOW_BATCH])
+        self.mlflow.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in values.items()])
 
     def tags(self, values: Mapping[str, object]) -> None:
-        items = [RunTag(k, _stringify(v)) for k, v in values.items()]
-        for start in range(0, len(items), MLFLOW_BATCH):
-            self.mlflow.log_batch(self.run_id, tags=items[start : start + MLFLOW_BATCH])
+        self.mlflow.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in values.items()])
 
     def metrics(self, values: Mapping[str, float | None], step: int = 0) -> None:
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in values.items() if v is not None]
-        if items:
-            self.mlflow.log_batch(self.run_id, metrics=items)
+        self.mlflow.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items() if v is not None])
 
     def text(self, text: str, artifact_file: str) -> None:
         self.mlflow.log_text(self.run_id, text, artifact_file)
@@ -162,21 +147,24 @@ def end_state(exc: BaseException | None) -> tuple[str, str]:
 
 def close_run(run: RunLogger, exc: BaseException | None) -> None:
     status, state = end_state(exc)
-    tags: dict[str, object] = {TRIAL_STATE: state}
-    if state in ("failed", "killed"):
-        reason = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
-        tags[FAILURE_REASON] = reason.splitlines()[0] if reason else type(exc).__name__
+    tags: dict[str, object] = {names.TRIAL_STATE: state}
+    if exc is not None and state in ("failed", "killed"):
+        tags[names.FAILURE_REASON] = failure_reason(exc)
     run.tags(tags)
     run.mlflow.set_terminated(run.run_id, status=status)
 
 
-@contextmanager
-def open_run(uri: str, experiment: str, run_name: str, tags: Mapping[str, object]) -> Iterator[RunLogger]:
-    """A run that is closed with the right status whatever happens inside the block."""
-    mlflow = client(uri)
+def create_run(mlflow: Any, experiment: str, run_name: str, tags: Mapping[str, object]) -> RunLogger:
+    """A new run, with MLflow's context tags (user, source, git commit) under greenai's own."""
     exp = experiment_id(mlflow, experiment)
-    created = mlflow.create_run(exp, run_name=run_name, tags={k: _stringify(v) for k, v in tags.items()})
-    run = RunLogger(mlflow, created.info.run_id)
+    context = resolve_tags({k: str(v) for k, v in tags.items()})
+    return RunLogger(mlflow, mlflow.create_run(exp, run_name=run_name, tags=context).info.run_id)
+
+
+@contextmanager
+def open_run(store: StoreURL | str, experiment: str, run_name: str, tags: Mapping[str, object]) -> Iterator[RunLogger]:
+    """A run that is closed with the right status whatever happens inside the block."""
+    run = create_run(client(store), experiment, run_name, tags)
     try:
         yield run
     except BaseException as exc:
@@ -185,13 +173,14 @@ def open_run(uri: str, experiment: str, run_name: str, tags: Mapping[str, object
     close_run(run, None)
 
 
-def all_runs(mlflow: Any, experiment_id: str, filter_string: str = "") -> list:
-    """Every run of the experiment that matches `filter_string`, oldest first, over all of
+def all_runs(mlflow: Any, experiment_ids: str | list[str], filter_string: str = "") -> list:
+    """Every run of the experiment(s) that matches `filter_string`, oldest first, over all of
     MLflow's result pages."""
+    experiment_ids = [experiment_ids] if isinstance(experiment_ids, str) else experiment_ids
     runs, token = [], None
     while True:
         page = mlflow.search_runs(
-            [experiment_id], filter_string=filter_string, max_results=1000, order_by=["attributes.start_time ASC"], page_token=token
+            experiment_ids, filter_string=filter_string, max_results=1000, order_by=["attributes.start_time ASC"], page_token=token
         )
         runs.extend(page)
         token = page.token
@@ -202,7 +191,7 @@ def all_runs(mlflow: Any, experiment_id: str, filter_string: str = "") -> list:
 def child_runs(mlflow: Any, parent_run_id: str) -> list:
     """Every run nested under `parent_run_id`, oldest first."""
     parent = mlflow.get_run(parent_run_id)
-    return all_runs(mlflow, parent.info.experiment_id, f"tags.`{PARENT}` = '{parent_run_id}'")
+    return all_runs(mlflow, [parent.info.experiment_id], f"tags.`{names.PARENT}` = '{parent_run_id}'")
 
 
 def find_run(mlflow: Any, experiment: str, tags: Mapping[str, str]) -> object | None:
@@ -213,3 +202,22 @@ def find_run(mlflow: Any, experiment: str, tags: Mapping[str, str]) -> object | 
     clauses = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
     runs = mlflow.search_runs([found.experiment_id], filter_string=clauses, max_results=1, order_by=["attributes.start_time DESC"])
     return runs[0] if runs else None
+
+
+def close_dead_runs(mlflow: Any) -> int:
+    """Close KILLED the runs a dead process of this host left RUNNING, outside Optuna sweeps
+    (a sweep's parent run settles its own children with what the study knows of them)."""
+    try:
+        experiments = [e.experiment_id for e in mlflow.search_experiments()]
+        running = all_runs(mlflow, experiments, "attributes.status = 'RUNNING'") if experiments else []
+    except MlflowException as exc:  # a store we cannot search is no reason to stop here
+        log.debug("cannot look for dead runs: %s", exc)
+        return 0
+    dead = [
+        r for r in running
+        if names.TRIAL_NUMBER not in r.data.tags and owner_alive(r.data.tags.get(names.OWNER)) is False
+    ]
+    for run in dead:
+        close_run(RunLogger(mlflow, run.info.run_id), Interrupted("its process ended without closing the run"))
+        log.warning("run %s (%s) was left running by a process that ended: closed as KILLED", run.info.run_name, run.info.run_id)
+    return len(dead)

@@ -1,7 +1,7 @@
 """One trial: `repeats` trainings of one configuration (seeds seed, seed+1, ...), and its figures.
 
 Accuracy is the mean of the repeats' final test accuracy; energy and time are summed over them
-(paper.md, RQ1: "each round's accuracy the mean over 8 repetitions").
+(the paper's RQ1 protocol: "each round's accuracy the mean over 8 repetitions"; README, "The paper's studies").
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import torch
 from greenai import models
 from greenai.config import TrainConfig
 from greenai.data import DeviceData
-from greenai.energy import IdlePower, Measurement, Meter, Source, combined_source
+from greenai.energy import Measurement, Meter, Source, combined_source
+from greenai.idle import IdlePower
 from greenai.loop import EpochResult, Hyperparameters, applied_hyperparameters, fit, make_optimizer
 
 
@@ -46,6 +47,10 @@ class TrialFigures:
         return [e.eval for e in self.epochs]
 
     @property
+    def approximate_windows(self) -> int:
+        return sum(m.approximate for m in self.train_windows + self.eval_windows)
+
+    @property
     def source(self) -> Source:
         return combined_source([m.source for m in self.train_windows + self.eval_windows])
 
@@ -59,6 +64,9 @@ class TrialFigures:
         eval_j = self._total(self.eval_windows, "total_j")
         train_s = self._total(self.train_windows, "seconds")
         eval_s = self._total(self.eval_windows, "seconds")
+        # Idle power is charged for each window's share of time (all of it, unless shared).
+        charged_train = self._total(self.train_windows, "charged") or 0.0
+        charged = charged_train + (self._total(self.eval_windows, "charged") or 0.0)
         samples = self.train_images * len(self.epochs)
         figures: dict[str, float | None] = {
             "accuracy": self.accuracy,
@@ -77,13 +85,13 @@ class TrialFigures:
         }
         if self.idle is not None:
             figures["idle_power_w"] = self.idle.watts
-            figures["train_net_energy_j"] = self.idle.net(train_j, train_s or 0.0)
-            figures["net_energy_j"] = self.idle.net(figures["energy_j"], figures["busy_seconds"])
+            figures["train_net_energy_j"] = self.idle.net(train_j, charged_train)
+            figures["net_energy_j"] = self.idle.net(figures["energy_j"], charged)
         return figures
 
 
 def epoch_metrics(result: EpochResult, idle: IdlePower | None = None) -> dict[str, float | None]:
-    net = {} if idle is None else {"epoch_net_energy_j": idle.net(result.train.total_j, result.train.seconds)}
+    net = {} if idle is None else {"epoch_net_energy_j": idle.net(result.train.total_j, result.train.charged)}
     return net | {
         "train_loss": result.train_loss,
         "test_loss": result.test_loss,

@@ -33,6 +33,7 @@ def greenai(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     work.mkdir()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("MLFLOW_EXPERIMENT_NAME", None)
 
     def run(*args: str, module: str = "train", timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
@@ -58,3 +59,16 @@ def tiny(fashion_root: Path, tmp_path: Path) -> list[str]:
     return tiny_args(fashion_root, tmp_path / "cache")
 
 
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `gpu` need a CUDA GPU: here they are reported as skipped, and
+    benchmarks/gpu-check.sh runs them on a machine that has one."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU: run benchmarks/gpu-check.sh on a GPU machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -36,3 +36,13 @@ def optuna_trials(work: Path) -> list:
     for summary in optuna.get_all_study_summaries(storage):
         trials += optuna.load_study(study_name=summary.study_name, storage=storage).get_trials(deepcopy=False)
     return trials
+
+
+def energy_kept(run) -> bool:
+    """The run logged the energy it spent: more than 0 J for the CPU estimate; at least 0 J for
+    hardware counters, whose steps make the short windows of tiny test runs read 0 J (a GPU host
+    labels them approximate)."""
+    value = run.data.metrics.get("energy_j")
+    if value is None:
+        return False
+    return value >= 0 if run.data.tags.get("energy_source") in ("measured", "attributed", "fused") else value > 0

@@ -7,12 +7,10 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigAttributeError, ValidationError
 
-from greenai.checks import preflight
-from greenai.config import DatasetName, EnergyBackend, ModelName, Objective, register_configs, to_typed
+from greenai.config import DatasetName, EnergyBackend, ModelName, Objective, to_typed
 from greenai.errors import ConfigError
+from greenai.preflight import check_job
 from greenai.train import CONF_DIR
-
-register_configs()
 
 
 def composed(*overrides: str):
@@ -84,17 +82,26 @@ def test_unknown_model_lists_the_options():
 )
 def test_values_training_cannot_take_are_one_line_errors_naming_the_key(override, key):
     with pytest.raises(ConfigError) as info:
-        preflight(composed(override))
+        check_job(composed(override))
     message = str(info.value)
     assert message.startswith(f"{key}=") and "\n" not in message
 
 
 def test_accuracy_energy_objective_needs_energy():
     with pytest.raises(ConfigError, match="objective=accuracy_energy"):
-        preflight(composed("objective=accuracy_energy", "energy=off"))
+        check_job(composed("objective=accuracy_energy", "energy=off"))
 
 
 def test_cifar_takes_five_conv_blocks_fashion_four():
-    preflight(composed("dataset=cifar10", "conv_layers=5"))
+    check_job(composed("dataset=cifar10", "conv_layers=5"))
     with pytest.raises(ConfigError, match="1 to 4"):
-        preflight(composed("dataset=fashion_mnist", "conv_layers=5"))
+        check_job(composed("dataset=fashion_mnist", "conv_layers=5"))
+
+
+def test_mlflows_environment_variables_are_honoured_unless_overridden(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "team")
+    cfg = to_typed(composed())
+    assert (cfg.tracking.uri, cfg.tracking.experiment) == ("http://mlflow.example:5000", "team")
+    cfg = to_typed(composed("tracking.uri=sqlite:///other.db"))
+    assert (cfg.tracking.uri, cfg.tracking.experiment) == ("sqlite:///other.db", "team")

@@ -1,17 +1,18 @@
-"""Energy backends: which one is chosen, how each is labelled, and Zeus's silent zeros."""
+"""Energy backends: which one is chosen, how each is labelled, Zeus's stepped counters and its
+silent zeros and constructor errors, reproduced on this machine with Zeus's device layer faked."""
 
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
 
 import pytest
 import torch
+from fake_zeus import RAPLCPUs, SteppedGPUs, install
 
-from greenai import energy
+from greenai import counters, devices, energy
 from greenai.config import EnergyBackend, EnergyConfig
 from greenai.energy import EstimateMeter, FallbackMeter, Measurement, Source, ZeusMeter, combined_source, make_meter
-from greenai.errors import EnergyError
+from greenai.errors import ConfigError, EnergyError
 
 CPU = torch.device("cpu")
 
@@ -29,47 +30,141 @@ def busy(seconds: float) -> None:
         sum(range(1000))
 
 
-class FakeMonitor:
-    """Stands in for zeus.monitor.ZeusMonitor, returning chosen readings."""
-
-    def __init__(self, gpu_indices=None, cpu_indices=None, readings=None, **_):
-        self.gpu_indices = [] if gpu_indices is None else gpu_indices
-        self.cpu_indices = [0] if cpu_indices is None else cpu_indices
-        self.readings = list(readings or [])
-
-    def begin_window(self, key):
-        self.started = time.perf_counter()
-
-    def end_window(self, key):
-        gpu, cpu = self.readings.pop(0)
-        return SimpleNamespace(time=time.perf_counter() - self.started, gpu_energy=gpu, cpu_energy=cpu, dram_energy=None)
+def counters_here() -> bool:
+    """Whether Zeus can read anything on the machine running the tests (a GPU host, or one with
+    readable RAPL): tests expect what the detected backend implies."""
+    try:
+        counters.ZeusCounters(0 if torch.cuda.is_available() else None)
+    except EnergyError:
+        return False
+    return bool(counters.ZeusCounters(0 if torch.cuda.is_available() else None).components)
 
 
-def fake_zeus(monkeypatch, **monitor_kw):
-    import zeus.monitor
-
-    monkeypatch.setattr(zeus.monitor, "ZeusMonitor", lambda **kw: FakeMonitor(**{**kw, **monitor_kw}))
+# ---------------------------------------------------------------- choosing the backend (real Zeus)
 
 
-def test_zeus_with_nothing_to_measure_is_refused_not_zeroed():
-    # On this machine (no NVML GPU, no RAPL) Zeus would return 0 J for every window.
-    with pytest.raises(EnergyError, match="no GPU .* and no readable CPU"):
+def test_zeus_is_refused_with_one_line_where_it_has_nothing_to_read_else_it_measures():
+    if counters_here():
+        assert make_meter(EnergyConfig(backend=EnergyBackend.zeus), CPU).source is Source.measured
+        return
+    # Here Zeus would return 0 J for every window.
+    with pytest.raises(EnergyError, match=r"^energy=zeus: .*no GPU .* and no readable CPU .*use energy=auto"):
         make_meter(EnergyConfig(backend=EnergyBackend.zeus), CPU)
 
 
 def test_auto_falls_back_to_a_labelled_estimate_without_counters():
     meter = make_meter(EnergyConfig(backend=EnergyBackend.auto, watts_per_cpu_core=10.0), CPU)
+    if counters_here():
+        assert meter.source is Source.measured
+        return
     assert isinstance(meter, EstimateMeter) and meter.source is Source.estimated
-    assert "estimate" in meter.description
+    assert "estimate" in meter.description and meter.components == "cpu-time estimate"
 
 
 def test_auto_uses_zeus_where_it_can_measure(monkeypatch):
-    fake_zeus(monkeypatch, cpu_indices=[0], readings=[({}, {0: 12.5})])
+    install(monkeypatch, cpus=RAPLCPUs(watts=40.0, dram_watts=5.0))
     meter = make_meter(EnergyConfig(backend=EnergyBackend.auto), CPU)
-    assert meter.source is Source.measured
+    assert meter.source is Source.measured and meter.components == "cpu+dram"
     meter.begin("train")
+    busy(0.2)
     reading = meter.end("train")
-    assert (reading.cpu_j, reading.gpu_j, reading.total_j, reading.source) == (12.5, None, 12.5, Source.measured)
+    assert reading.gpu_j is None and reading.cpu_j == pytest.approx(45.0 * reading.seconds, rel=0.1)
+
+
+# ---------------------------------------------------------------- NVML's stepped counter
+
+
+def test_back_to_back_short_windows_add_up_to_the_counter_within_one_step(monkeypatch):
+    gpus = SteppedGPUs(watts=120.0, period=0.02)
+    install(monkeypatch, gpus=gpus)
+    meter = ZeusMeter(gpu_index=0)
+    assert meter.period == pytest.approx(0.02, rel=0.3), "the counter's update period is observed"
+    start = time.monotonic()
+    readings = []
+    for _ in range(100):  # windows of ~3 ms: most read 0 J, some a whole 2.4 J step
+        meter.begin("eval")
+        busy(0.003)
+        readings.append(meter.end("eval"))
+    elapsed = time.monotonic() - start
+    steps = {round(r.gpu_j, 6) for r in readings}
+    assert steps <= {0.0, 2.4, 4.8}, "each short window reads 0 J or whole steps"
+    assert sum(r.gpu_j for r in readings) == pytest.approx(120.0 * elapsed, abs=2 * 2.4), "right on average"
+    assert all(r.approximate for r in readings) and all(r.source is Source.measured for r in readings)
+
+
+def test_a_window_of_many_counter_periods_is_not_approximate(monkeypatch):
+    install(monkeypatch, gpus=SteppedGPUs(watts=120.0, period=0.01))
+    meter = ZeusMeter(gpu_index=0)
+    meter.begin("train")
+    busy(energy.APPROXIMATE_STEPS * 0.01 * 1.5)
+    reading = meter.end("train")
+    assert not reading.approximate and reading.gpu_j == pytest.approx(120.0 * reading.seconds, abs=1.2)
+
+
+def test_a_long_zero_window_is_not_a_measurement(monkeypatch):
+    install(monkeypatch, gpus=SteppedGPUs(watts=0.0, period=0.01))  # a counter that does not advance
+    meter = ZeusMeter(gpu_index=0)
+    meter.begin("w")
+    busy(energy.ZERO_READING_SECONDS + 0.05)
+    with pytest.raises(EnergyError, match="not advancing"):
+        meter.end("w")
+
+
+def test_fallback_estimates_windows_zeus_cannot_read_and_labels_them(monkeypatch):
+    gpus = SteppedGPUs(watts=120.0, period=0.01)
+    install(monkeypatch, gpus=gpus)
+    meter = FallbackMeter(ZeusMeter(gpu_index=0), EstimateMeter(10.0))
+    meter.begin("a")
+    busy(0.05)
+    first = meter.end("a")
+    gpus.watts = 0.0  # the counter stops: the next long window reads 0 J
+    gpus.start = time.monotonic()
+    meter.begin("b")
+    busy(energy.ZERO_READING_SECONDS + 0.05)
+    second = meter.end("b")
+    assert first.source is Source.measured and second.source is Source.estimated
+    assert combined_source([first.source, second.source]) is Source.partial
+
+
+# ---------------------------------------------------------------- Zeus failing to start
+
+
+@pytest.fixture
+def uuid_devices(monkeypatch):
+    """Zeus's own NVIDIAGPUs with NVML's init faked and CUDA_VISIBLE_DEVICES holding a GPU
+    UUID: Zeus parses the list as integers and raises ValueError from its constructor."""
+    import zeus.device.gpu as gpu_layer
+    import zeus.device.gpu.nvidia as nvidia
+
+    monkeypatch.setattr(gpu_layer, "_gpus", None)
+    monkeypatch.setattr(gpu_layer, "nvml_is_available", lambda: True)
+    monkeypatch.setattr(nvidia.pynvml, "nvmlInit", lambda: None)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-8f3c2e55-0000-1111-2222-333344445555")
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+
+
+def test_a_zeus_constructor_error_falls_back_to_the_estimate_under_auto(uuid_devices):
+    meter = make_meter(EnergyConfig(backend=EnergyBackend.auto), torch.device("cuda", 0))
+    assert isinstance(meter, EstimateMeter)
+
+
+def test_a_zeus_constructor_error_is_one_line_under_zeus(uuid_devices):
+    with pytest.raises(EnergyError) as caught:
+        make_meter(EnergyConfig(backend=EnergyBackend.zeus), torch.device("cuda", 0))
+    message = str(caught.value)
+    assert message.startswith("energy=zeus: Zeus cannot reach the GPU's counters (ValueError") and "\n" not in message
+
+
+def test_a_gpu_the_driver_shows_but_torch_cannot_use_stops_with_one_line(monkeypatch):
+    monkeypatch.setattr(devices, "nvml_gpu_count", lambda: 1)
+    monkeypatch.setattr(devices, "driver_version", lambda: "535.54")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"^device=auto: the NVIDIA driver shows 1 GPU\(s\) .* torch .* cannot use them"):
+        devices.pick_device("auto")
+    assert devices.pick_device("cpu") == CPU, "device=cpu still trains on the CPU"
+
+
+# ---------------------------------------------------------------- labels and shares
 
 
 def test_estimate_is_cpu_seconds_times_watts_per_core():
@@ -91,33 +186,22 @@ def test_off_measures_time_only():
     assert reading.total_j is None and reading.source is Source.off and reading.seconds >= 0
 
 
-def test_a_long_zero_zeus_window_is_not_a_measurement(monkeypatch):
-    fake_zeus(monkeypatch, cpu_indices=[0], readings=[({}, {0: 0.0})])
-    meter = ZeusMeter(CPU)
-    meter.begin("w")
-    busy(energy.ZERO_READING_SECONDS + 0.05)
-    with pytest.raises(EnergyError, match="not advancing"):
-        meter.end("w")
-
-
-def test_fallback_estimates_windows_zeus_cannot_read_and_labels_them(monkeypatch):
-    fake_zeus(monkeypatch, cpu_indices=[0], readings=[({}, {0: 5.0}), ({}, {0: 0.0})])
-    meter = FallbackMeter(ZeusMeter(CPU), EstimateMeter(10.0))
-    meter.begin("a")
-    first = meter.end("a")
-    meter.begin("b")
-    busy(energy.ZERO_READING_SECONDS + 0.05)
-    second = meter.end("b")
-    assert first.source is Source.measured and second.source is Source.estimated
-    assert combined_source([first.source, second.source]) is Source.partial
-
-
 def test_combined_source_labels():
-    m, e, o = Source.measured, Source.estimated, Source.off
+    m, e, o, f = Source.measured, Source.estimated, Source.off, Source.fused
     assert combined_source([m, m]) is m
     assert combined_source([e]) is e
     assert combined_source([m, e]) is Source.partial
+    assert combined_source([f, f]) is f
     assert combined_source([o]) is o and combined_source([]) is o
+    assert Source.fused_estimated.is_estimated and Source.partial.is_estimated and not Source.fused.is_estimated
+
+
+def test_a_share_splits_energy_and_charged_time_and_keeps_the_estimate_label():
+    window = Measurement(2.0, 80.0, 20.0, Source.measured)
+    part = window.share(4)
+    assert (part.gpu_j, part.cpu_j, part.total_j, part.seconds, part.charged) == (20.0, 5.0, 25.0, 2.0, 0.5)
+    assert part.source is Source.fused
+    assert Measurement(1.0, None, 8.0, Source.estimated).share(2).source is Source.fused_estimated
 
 
 def test_measurement_total_adds_gpu_and_cpu():

@@ -7,7 +7,9 @@ import time
 
 import pytest
 
-from greenai.energy import EstimateMeter, IdlePower, Measurement, OffMeter, Source, idle_power
+from greenai.energy import EstimateMeter, Measurement, OffMeter, Source
+from greenai.idle import IdlePower, idle_power
+from greenai.sweep_folder import SweepFolder
 from greenai.loop import EpochResult
 from greenai.trial import TrialFigures, epoch_metrics
 
@@ -53,17 +55,20 @@ def test_no_idle_measurement_no_net_figures():
     assert "net_energy_j" not in figures.metrics() and "epoch_net_energy_j" not in epoch_metrics(figures.epochs[0])
 
 
-def test_idle_power_is_measured_in_a_quiet_window():
-    idle = idle_power(CountingMeter(), seconds=0.3)
+def test_idle_power_is_measured_in_a_quiet_window_after_a_throwaway_one():
+    meter = CountingMeter()
+    idle = idle_power(meter, seconds=0.3)
     assert idle.watts == pytest.approx(50.0) and idle.source is Source.measured and idle.seconds >= 0.3
+    assert meter.windows == 2, "a throw-away window first, then the measured one"
 
 
 def test_idle_power_is_measured_once_per_sweep_and_shared(tmp_path):
     first, second = CountingMeter(), CountingMeter()
-    a = idle_power(first, 0.2, shared=tmp_path)
-    b = idle_power(second, 0.2, shared=tmp_path)
-    assert (first.windows, second.windows) == (1, 0), "the second job reads the first one's measurement"
-    assert a == b and len(list(tmp_path.glob("idle-*.json"))) == 1
+    folder = SweepFolder(tmp_path)
+    a = idle_power(first, 0.2, folder)
+    b = idle_power(second, 0.2, folder)
+    assert (first.windows, second.windows) == (2, 0), "the second job reads the first one's measurement"
+    assert a == b and len(folder.idle_measurements()) == 1
 
 
 def test_concurrent_jobs_wait_for_one_measurement(tmp_path):
@@ -71,14 +76,14 @@ def test_concurrent_jobs_wait_for_one_measurement(tmp_path):
     results = [None] * 4
 
     def job(i):
-        results[i] = idle_power(meters[i], 0.3, shared=tmp_path)
+        results[i] = idle_power(meters[i], 0.3, SweepFolder(tmp_path))
 
     threads = [threading.Thread(target=job, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sum(m.windows for m in meters) == 1 and len({r.watts for r in results}) == 1
+    assert sum(m.windows for m in meters) == 2 and len({r.watts for r in results}) == 1
 
 
 def test_estimate_and_off_have_no_idle_to_measure():

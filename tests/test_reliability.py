@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from stores import by_state, mlflow_runs, optuna_trials, sweep_runs, trial_runs
+from stores import by_state, energy_kept, mlflow_runs, optuna_trials, sweep_runs, trial_runs
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,7 @@ def test_a_signal_closes_the_running_trial_cleanly_and_the_rerun_completes(green
     runs = trial_runs(mlflow_runs(greenai.cwd))
     (killed,) = [r for r in runs if r.data.tags["greenai.round"] == "3"]
     assert killed.info.status == "KILLED" and killed.data.tags["greenai.trial_state"] == "killed"
-    assert killed.data.metrics["energy_j"] > 0 and 2 <= killed.data.metrics["epochs_run"] < 6, "the energy spent is logged"
+    assert energy_kept(killed) and 2 <= killed.data.metrics["epochs_run"] < 6, "the energy spent is logged"
     (interrupted,) = [t for t in optuna_trials(greenai.cwd) if t.number == 2]
     assert interrupted.state.name == "FAIL" and interrupted.user_attrs["interrupted"] is True
     (sweep,) = sweep_runs(mlflow_runs(greenai.cwd))
@@ -121,7 +121,7 @@ def test_four_independent_processes_on_one_study_stop_at_exactly_n_trials(greena
 def test_energy_counters_failing_mid_run_fall_back_and_label_the_run_partial(tmp_path, fashion_root, monkeypatch):
     """Zeus reads the first windows, then its counter stops answering: the trial goes on, the
     unread windows are estimated, and the run says `partial`."""
-    import zeus.monitor
+    from fake_zeus import RAPLCPUs, install
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
@@ -129,24 +129,18 @@ def test_energy_counters_failing_mid_run_fall_back_and_label_the_run_partial(tmp
     from greenai import energy
     from greenai.train import CONF_DIR, train
 
-    class FlakyMonitor:
-        gpu_indices, cpu_indices = [], [0]
+    class FlakyRAPL(RAPLCPUs):
+        """RAPL that answers its first reads (the first epoch's windows), then fails."""
 
-        def __init__(self, **_):
-            self.windows = 0
+        reads = 0
 
-        def begin_window(self, key):
-            self.start = time.perf_counter()
-
-        def end_window(self, key):
-            self.windows += 1
-            if self.windows > 2:
+        def get_total_energy_consumption(self, index):
+            FlakyRAPL.reads += 1
+            if FlakyRAPL.reads > 4:
                 raise RuntimeError("RAPL counter read failed")
-            from types import SimpleNamespace
+            return super().get_total_energy_consumption(index)
 
-            return SimpleNamespace(time=time.perf_counter() - self.start, gpu_energy={}, cpu_energy={0: 5.0}, dram_energy=None)
-
-    monkeypatch.setattr(zeus.monitor, "ZeusMonitor", FlakyMonitor)
+    install(monkeypatch, cpus=FlakyRAPL())
     monkeypatch.chdir(tmp_path)
     energy._METERS.clear()
     with initialize_config_dir(config_dir=CONF_DIR):
@@ -165,3 +159,19 @@ def test_energy_counters_failing_mid_run_fall_back_and_label_the_run_partial(tmp
     assert run.info.status == "FINISHED" and 0 <= accuracy <= 1
     assert run.data.tags["energy_source"] == "partial"
     assert run.data.metrics["epochs_run"] == 3 and run.data.metrics["energy_j"] > 0
+
+
+def test_a_single_run_killed_by_sigkill_is_closed_by_the_next_command_on_its_store(greenai, fashion_root, tmp_path):
+    args = [f"dataset.root={fashion_root}", f"dataset.cache_dir={tmp_path / 'cache'}", "batch_size=16"]
+    log = tmp_path / "run.log"
+    proc = greenai.start(*args, "epochs=30", log=log)
+    wait_for(log, "epoch   2/30", proc)
+    proc.kill()
+    proc.wait()
+    (left,) = trial_runs(mlflow_runs(greenai.cwd))
+    assert left.info.status == "RUNNING", "SIGKILL leaves no chance to close it"
+    greenai(*args, "epochs=1")
+    first, second = trial_runs(mlflow_runs(greenai.cwd))
+    assert first.info.status == "KILLED" and first.data.tags["greenai.trial_state"] == "killed"
+    assert "process ended" in first.data.tags["greenai.failure_reason"]
+    assert second.info.status == "FINISHED"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from greenai import redaction, tracking
+from greenai import names, redaction, tracking
+from greenai.stores import StoreURL
 from greenai.sweep.study_link import Pruned
 
 
@@ -16,14 +17,14 @@ def uri(tmp_path):
 def ended(uri, body):
     run_id = {}
     try:
-        with tracking.open_run(uri, "exp", "r", {tracking.RUN_KIND: "trial"}) as run:
+        with tracking.open_run(uri, "exp", "r", {names.RUN_KIND: "trial"}) as run:
             run_id["id"] = run.run_id
             run.metrics({"energy_j": 3.0})
             body()
     except BaseException:
         pass
     got = tracking.client(uri).get_run(run_id["id"])
-    return got.info.status, got.data.tags.get(tracking.TRIAL_STATE), got.data.tags.get(tracking.FAILURE_REASON), got.data.metrics
+    return got.info.status, got.data.tags.get(names.TRIAL_STATE), got.data.tags.get(names.FAILURE_REASON), got.data.metrics
 
 
 def test_a_trial_that_returns_is_finished(uri):
@@ -62,7 +63,7 @@ def test_params_over_mlflows_batch_limit_are_all_logged(uri):
 def test_children_are_found_under_their_parent(uri):
     with tracking.open_run(uri, "exp", "parent", {}) as parent:
         for i in range(3):
-            with tracking.open_run(uri, "exp", f"c{i}", {tracking.PARENT: parent.run_id}):
+            with tracking.open_run(uri, "exp", f"c{i}", {names.PARENT: parent.run_id}):
                 pass
     assert [r.info.run_name for r in tracking.child_runs(tracking.client(uri), parent.run_id)] == ["c0", "c1", "c2"]
 
@@ -81,9 +82,9 @@ def test_redact_hides_passwords(url, safe):
 
 
 def test_relative_sqlite_paths_are_taken_from_the_launch_folder(tmp_path):
-    assert tracking.resolve_uri("sqlite:///mlflow.db", tmp_path) == f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert tracking.resolve_uri("sqlite:////abs/m.db", tmp_path) == "sqlite:////abs/m.db"
-    assert tracking.resolve_uri("http://host:5000", tmp_path) == "http://host:5000"
+    assert StoreURL.parse("sqlite:///mlflow.db", tmp_path).url == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert StoreURL.parse("sqlite:////abs/m.db", tmp_path).url == "sqlite:////abs/m.db"
+    assert StoreURL.parse("http://host:5000", tmp_path).url == "http://host:5000"
 
 
 def test_logged_lines_never_carry_a_password(capsys):
@@ -106,10 +107,10 @@ def test_logged_lines_never_carry_a_password(capsys):
 def test_params_hide_passwords_in_store_urls():
     from omegaconf import OmegaConf
 
-    from greenai.job import JobContext
+    from greenai.trial_record import flat_params
 
     cfg = OmegaConf.create({"tracking": {"uri": "postgresql://u:pw@db/m"}, "sweep": {"storage": "mysql://v:pw2@db/o"}, "lr": 0.1})
-    flat = JobContext.flat_params(cfg)
+    flat = flat_params(cfg)
     assert flat["tracking.uri"] == "postgresql://u:***@db/m" and flat["sweep.storage"] == "mysql://v:***@db/o"
 
 
@@ -123,3 +124,28 @@ def test_a_locked_database_is_retried_not_raised():
         return "ok"
 
     assert tracking.with_retries(flaky) == "ok" and len(calls) == 3
+
+
+def test_runs_carry_mlflows_own_context_tags_and_the_experiment_says_model_training(uri):
+    with tracking.open_run(uri, "ctx", "r", {names.RUN_KIND: "trial"}) as run:
+        pass
+    client = tracking.client(uri)
+    tags = client.get_run(run.run_id).data.tags
+    assert tags["mlflow.user"] and tags["mlflow.source.type"] == "LOCAL" and tags[names.RUN_KIND] == "trial"
+    experiment = client.get_experiment_by_name("ctx")
+    assert experiment.tags[tracking.EXPERIMENT_KIND] == tracking.MODEL_TRAINING
+
+
+def test_a_run_a_dead_process_left_running_is_closed_killed_when_the_store_is_next_opened(uri):
+    import socket
+
+    mlflow = tracking.client(uri)
+    dead = tracking.create_run(mlflow, "exp", "orphan", {names.OWNER: f"{socket.gethostname()}:999999"})
+    alive = tracking.create_run(mlflow, "exp", "live", {names.OWNER: f"{socket.gethostname()}:{__import__('os').getpid()}"})
+    swept = tracking.create_run(mlflow, "exp", "sweep child", {names.OWNER: f"{socket.gethostname()}:999999", names.TRIAL_NUMBER: 3})
+    assert tracking.close_dead_runs(mlflow) == 1
+    run = mlflow.get_run(dead.run_id)
+    assert run.info.status == "KILLED" and run.data.tags[names.TRIAL_STATE] == "killed"
+    assert "process ended" in run.data.tags[names.FAILURE_REASON]
+    assert mlflow.get_run(alive.run_id).info.status == "RUNNING"
+    assert mlflow.get_run(swept.run_id).info.status == "RUNNING", "a sweep's parent run settles its own children"

@@ -7,20 +7,17 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from greenai import data
-from greenai.checks import preflight
-from greenai.config import register_configs
 from greenai.energy import EstimateMeter, OffMeter, Source
 from greenai.loop import DivergedError, format_progress
+from greenai.preflight import check_job
 from greenai.train import CONF_DIR
 from greenai.trial import TrialFigures, run_repeats
-
-register_configs()
 
 
 def trial(fashion_root, tmp_path, *overrides: str):
     with initialize_config_dir(config_dir=CONF_DIR):
         cfg = compose(config_name="config", overrides=[f"dataset.root={fashion_root}", f"dataset.cache_dir={tmp_path}/c", *overrides])
-    config, spec = preflight(cfg)
+    config, spec = check_job(cfg)
     data._LOADED.clear()
     dataset = data.load(config.dataset, torch.device("cpu"))
     figures = TrialFigures(train_images=len(dataset.y_train))
@@ -91,7 +88,7 @@ def test_progress_line_names_epoch_loss_accuracy_and_joules(fashion_root, tmp_pa
 def test_energy_off_leaves_energy_figures_empty(fashion_root, tmp_path):
     with initialize_config_dir(config_dir=CONF_DIR):
         cfg = compose(config_name="config", overrides=[f"dataset.root={fashion_root}", f"dataset.cache_dir={tmp_path}/c", "epochs=1"])
-    config, spec = preflight(cfg)
+    config, spec = check_job(cfg)
     dataset = data.load(config.dataset, torch.device("cpu"))
     figures = TrialFigures(train_images=len(dataset.y_train))
     run_repeats(config, spec, dataset, OffMeter(), figures, lambda *_: None, lambda _: None)

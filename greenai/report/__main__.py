@@ -16,6 +16,7 @@ from greenai.config import TrackingConfig
 from greenai.errors import GreenAIError, command_line_errors, fail
 from greenai.report import runs as run_reader
 from greenai.report.document import ReportSettings, build
+from greenai.stores import StoreURL
 
 log = logging.getLogger("greenai.report")
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -43,10 +44,10 @@ def report(cfg: DictConfig) -> Path:
     if options.tolerance < 0 or options.accuracy_margin < 0 or options.grid_g_co2e_per_kwh < 0:
         raise GreenAIError("report.tolerance, report.accuracy_margin and report.grid_g_co2e_per_kwh must be >= 0")
     launch_dir = HydraConfig.get().runtime.cwd
-    uri = tracking.resolve_uri(cfg.tracking.uri, launch_dir)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+    store = StoreURL.parse(cfg.tracking.uri, launch_dir)
+    if store.kind == "sqlite" and store.path is not None and not store.path.is_file():
         raise GreenAIError(f"tracking.uri={cfg.tracking.uri}: no MLflow store there (run a sweep first, or point at yours)")
-    mlflow = tracking.client(uri)
+    mlflow = tracking.client(store)
     if options.energy not in ("gross", "net"):
         raise GreenAIError(f"report.energy={options.energy}: must be gross or net")
     metric = run_reader.NET if options.energy == "net" else run_reader.GROSS

@@ -1,56 +1,198 @@
-"""Several trials at once on one GPU (`sweep.trials_per_gpu=K`), and whose energy is whose.
+"""Several trials at once on one GPU (`hydra/launcher=packed sweep.trials_per_gpu=K`), and whose
+energy is whose.
 
-Small models leave a modern GPU mostly idle, and its idle power dominates their energy; K
-trials in K worker processes on the same GPU share that idle power (reference-measurements.md:
-8 trials at once used 1.65x less energy than one after another). But each trial's own Zeus
-windows then measure the whole GPU, the other trials' work included: summed, they count the
-window K times. So the sweeper measures the GPU once over each batch of K trials, and gives
-each trial a share of that energy in proportion to its busy time (training + evaluation
-seconds):
-
-    attributed_i = E_window x busy_i / sum_j busy_j
-
-Attributed energy replaces the trial's overlapping measurement (`energy_j`; the raw figure is
-kept as `overlapping_energy_j`) and is labelled `energy_source=attributed`.
+Small models leave a modern GPU mostly idle, and its idle power dominates their energy; K trials
+in K worker processes on the same GPU share it. Each trial's own Zeus windows would then count
+the other trials' work too, so a packed trial measures nothing by itself: its `TimelineMeter`
+reads the GPU's (and RAPL's) cumulative counters at each of its window boundaries and writes
+them to the sweep folder. When the batch ends, the sweeper merges every worker's readings with
+its own at the batch's ends and splits each interval's energy equally among the trials active
+in it (`greenai.attribution`); time with no trial active is the batch's overhead, charged to
+nobody. Every energy figure of a packed trial — per epoch and final, gross and net — comes
+from that rule, labelled `energy_source=attributed`, and the study is told the attributed
+energy. With the CPU estimate (no counters) each process is counted apart and nothing needs
+attributing.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Hashable
+from typing import Any
 
+import optuna
 import torch
+from omegaconf import DictConfig
 
-from greenai.energy import Meter, Source
+from greenai import names, tracking
+from greenai.attribution import Window, attribute
+from greenai.counters import Reading, ZeusCounters
+from greenai.energy import Measurement, Source, gpu_index
+from greenai.errors import EnergyError
+from greenai.idle import IdlePower
+from greenai.loop import EpochResult
+from greenai.stores import StoreURL
+from greenai.sweep.study import SweepStudy
+from greenai.sweep_folder import SweepFolder
+from greenai.trial import TrialFigures, epoch_metrics
 
 log = logging.getLogger(__name__)
-RULE = "GPU energy of the batch window x the trial's share of the batch's busy seconds"
+RULE = ("each interval between counter readings split equally among the trials active in it; "
+        "intervals with no trial active are the batch's overhead")
+ENERGY_METRICS = ("energy_j", "train_energy_j", "eval_energy_j", "gpu_energy_j", "cpu_energy_j", "energy_per_train_sample_j",
+                  "net_energy_j", "train_net_energy_j", "idle_power_w")
+EPOCH_ENERGY_METRICS = ("epoch_energy_j", "epoch_gpu_energy_j", "epoch_cpu_energy_j", "eval_energy_j_epoch", "epoch_net_energy_j")
 
 
-def attribute(window_j: float, busy_seconds: Sequence[float]) -> list[float]:
-    """Each trial's share of a window's energy, by its share of the busy time (equal shares
-    when no trial reports any)."""
-    total = sum(busy_seconds)
-    if total <= 0:
-        return [window_j / len(busy_seconds)] * len(busy_seconds)
-    return [window_j * b / total for b in busy_seconds]
+def packed(config: DictConfig) -> bool:
+    return int(config.sweep.trials_per_gpu) > 1 and torch.cuda.is_available()
 
 
-def window_meter(trials_per_gpu: int) -> Meter | None:
-    """A meter for the whole GPU in the sweeping process, where packing makes one necessary
-    and Zeus can read the GPU; None otherwise (CPU estimates count each process apart and
-    need no attribution)."""
-    if trials_per_gpu <= 1:
+class TimelineMeter:
+    """A packed trial's meter: counter readings at its window boundaries, written to the sweep
+    folder; the window's energy is only known once the batch's energy is attributed."""
+
+    source = Source.attributed
+
+    def __init__(self, counters: ZeusCounters, folder: SweepFolder, trial_number: int, device: torch.device) -> None:
+        self.counters, self.folder, self.trial_number, self.device = counters, folder, trial_number, device
+        self.components = "+".join(counters.components)
+        self.description = f"packed: {self.components} counters shared with the batch's trials, attributed after the batch"
+        self._count: dict[str, int] = {}
+        self._started: dict[str, Reading] = {}
+
+    def note(self, **values: Any) -> None:
+        """Facts the sweeper needs to turn attributed windows into the trial's figures."""
+        self.folder.append_timeline(self.trial_number, {"event": "note", **values})
+
+    def _read(self, event: str, name: str) -> Reading:
+        torch.cuda.synchronize(self.device)  # the window holds the GPU work queued inside it
+        reading = self.counters.read()
+        self.folder.append_timeline(self.trial_number, {"event": event, "window": name, "n": self._count.get(name, 0),
+                                                        "t": reading.time, "j": reading.joules})
+        return reading
+
+    def begin(self, name: str) -> None:
+        self._count[name] = self._count.get(name, 0) + 1
+        self._started[name] = self._read("begin", name)
+
+    def end(self, name: str) -> Measurement:
+        ended = self._read("end", name)
+        return Measurement(ended.time - self._started.pop(name).time, None, None, Source.attributed)
+
+
+def timeline_meter(config: DictConfig, folder: SweepFolder | None, trial_number: int | None,
+                   device: torch.device) -> TimelineMeter | None:
+    """The meter of a packed trial, or None where the trial is not packed or has no counters."""
+    if folder is None or trial_number is None or not packed(config) or device.type != "cuda":
         return None
-    if not torch.cuda.is_available():
-        log.info("trials_per_gpu=%d: no CUDA GPU here, so trials run side by side without energy attribution", trials_per_gpu)
+    if config.energy.backend.value in ("off", "estimate"):
         return None
-    from greenai.energy import EnergyError, ZeusMeter
-
     try:
-        meter = ZeusMeter(torch.device("cuda", 0))
+        return TimelineMeter(ZeusCounters(gpu_index(device)), folder, trial_number, device)
     except EnergyError as exc:
-        log.warning("trials_per_gpu=%d: cannot measure the GPU as a whole (%s); energies overlap", trials_per_gpu, exc)
+        log.warning("trials_per_gpu=%s: cannot read the GPU's counters (%s); each trial measures alone, overlapping",
+                    config.sweep.trials_per_gpu, exc)
         return None
-    assert meter.source is Source.measured
-    return meter
+
+
+class BatchEnergy:
+    """The sweeper's side: counter readings at each batch's ends, attribution when it ends."""
+
+    def __init__(self, trials_per_gpu: int, counters: ZeusCounters | None, folder: SweepFolder, tracking_store: StoreURL) -> None:
+        self.trials_per_gpu, self.counters, self.folder, self.tracking_store = trials_per_gpu, counters, folder, tracking_store
+        self._begin: Reading | None = None
+
+    @classmethod
+    def for_sweep(cls, config: DictConfig, folder: SweepFolder) -> BatchEnergy:
+        k = int(config.sweep.trials_per_gpu)
+        store = StoreURL.parse(config.tracking.uri, config.hydra.runtime.cwd)
+        if k <= 1:
+            return cls(k, None, folder, store)
+        if not packed(config):
+            log.info("trials_per_gpu=%d: no CUDA GPU here, so trials run side by side, each measured apart", k)
+            return cls(k, None, folder, store)
+        device = torch.device(config.device) if config.device != "auto" else torch.device("cuda")
+        try:
+            return cls(k, ZeusCounters(gpu_index(device)), folder, store)
+        except EnergyError as exc:
+            log.warning("trials_per_gpu=%d: cannot read the GPU's counters (%s); energies overlap", k, exc)
+            return cls(k, None, folder, store)
+
+    def begin(self) -> None:
+        self._begin = self.counters.read() if self.counters else None
+
+    def end(self, study: SweepStudy, trials: list[optuna.Trial]) -> dict[int, float]:
+        """Attribute the batch's energy; the attributed energy of each trial, by trial number."""
+        if self.counters is None or self._begin is None:
+            return {}
+        ended = self.counters.read()
+        timelines = {t.number: self.folder.timeline(t.number) for t in trials}
+        readings = [self._begin, ended] + [Reading(r["t"], r["j"]) for lines in timelines.values() for r in lines if "t" in r]
+        result = attribute(_windows(timelines), readings)
+        batch_j, overhead_j = sum(result.total.joules.values()), sum(result.overhead.joules.values())
+        log.info("batch of %d packed trials: %.1f J over %.1f s; overhead (no trial active) %.1f J over %.1f s",
+                 len(trials), batch_j, ended.time - self._begin.time, overhead_j, result.overhead.seconds)
+        attributed = {}
+        for number, lines in timelines.items():
+            figures, per_epoch = _figures(number, lines, result.windows)
+            final = {k: v for k, v in figures.metrics().items() if k in ENERGY_METRICS}
+            attributed[number] = final.get("energy_j") or 0.0
+            self._record(study, number, final, per_epoch, batch_j, overhead_j, len(trials))
+        return attributed
+
+    def _record(self, study: SweepStudy, number: int, final: dict[str, float | None], per_epoch: dict[int, dict[str, float | None]],
+                batch_j: float, overhead_j: float, size: int) -> None:
+        frozen = study.frozen(number)
+        if final.get("energy_j") is not None:
+            study.set_attrs(number, {k: v for k, v in final.items() if k in names.RECORDED_METRICS and v is not None})
+        run_id = frozen.user_attrs.get(names.MLFLOW_RUN_ATTR)
+        if not run_id:
+            return
+        run = tracking.RunLogger(tracking.client(self.tracking_store), run_id)
+        for step, metrics in per_epoch.items():
+            run.metrics(metrics, step=step)
+        run.metrics({**final, "batch_energy_j": batch_j, "batch_overhead_energy_j": overhead_j, "batch_trials": size})
+        run.tags({names.ENERGY_SOURCE: Source.attributed.value, "energy_attribution": RULE})
+
+
+def _windows(timelines: dict[int, list[dict[str, Any]]]) -> list[Window]:
+    windows = []
+    for number, lines in timelines.items():
+        begins = {(r["window"], r["n"]): r["t"] for r in lines if r["event"] == "begin"}
+        for r in lines:
+            key = (r.get("window"), r.get("n"))
+            if r["event"] == "end" and key in begins:
+                windows.append(Window((number, *key), begins[key], r["t"]))
+    return windows
+
+
+def _figures(number: int, lines: list[dict[str, Any]], shares: dict[Hashable, Any]) -> tuple[TrialFigures, dict[int, dict[str, float | None]]]:
+    """The trial's energy figures from its attributed windows: the n-th train and eval windows
+    are its n-th epoch (epochs counted across repeats)."""
+    notes: dict[str, Any] = {}
+    for r in lines:
+        if r["event"] == "note":
+            notes.update(r)
+    idle = IdlePower(notes["idle_w"], Source.measured, 0.0) if notes.get("idle_w") is not None else None
+    figures = TrialFigures(train_images=int(notes.get("train_images", 0)), idle=idle)
+    seconds = {(r["window"], r["n"]): r["t"] for r in lines if r["event"] == "begin"}
+    ends = {(r["window"], r["n"]): r["t"] for r in lines if r["event"] == "end"}
+    per_epoch = {}
+    step = 1
+    while ("train", step) in ends and ("eval", step) in ends:
+        train = _measurement(shares[(number, "train", step)], ends[("train", step)] - seconds[("train", step)])
+        evaluation = _measurement(shares[(number, "eval", step)], ends[("eval", step)] - seconds[("eval", step)])
+        result = EpochResult(step, math.nan, math.nan, math.nan, train, evaluation)
+        figures.epochs.append(result)
+        per_epoch[step] = {k: v for k, v in epoch_metrics(result, idle).items() if k in EPOCH_ENERGY_METRICS}
+        step += 1
+    return figures, per_epoch
+
+
+def _measurement(share: Any, seconds: float) -> Measurement:
+    gpu = share.joules.get("gpu")
+    cpu_parts = [share.joules[k] for k in ("cpu", "dram") if k in share.joules]
+    return Measurement(seconds, gpu, sum(cpu_parts) if cpu_parts else None, Source.attributed, charged_seconds=share.seconds)
+

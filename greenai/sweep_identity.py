@@ -1,7 +1,10 @@
-"""The study a command belongs to. Rerunning the same command must reopen the same study, so
-the default name is derived from what defines the sweep: the task's overrides and the
-sweeper's sampler, directions and search space, but not n_trials (raising it extends the
-study) nor launcher or parallelism settings."""
+"""Which sweep a command is: greenai's Optuna sweeper or Hydra's plain sweep, its searcher, and
+the study it belongs to.
+
+Rerunning the same command must reopen the same study, so the default study name is derived
+from what defines the sweep: the task's overrides and the sweeper's sampler, directions and
+search space, but not n_trials (raising it extends the study) nor launcher or parallelism
+settings. Nothing here imports greenai: the job, the sweeper and the parent run all ask it."""
 
 from __future__ import annotations
 

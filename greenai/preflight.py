@@ -1,25 +1,34 @@
-"""Check every job of a sweep before the first one trains.
+"""Checks that refuse bad input before any data is read, any energy spent or any run created:
+one job's composed config, or every job of a plain Hydra sweep.
 
-A plain Hydra sweep (`conv_layers=1,2,5`) is expanded into its jobs and each job's config is
-composed and checked, so a bad value fails the command at once instead of after the good
-jobs have spent their energy. The dataset files are checked once per distinct dataset.
+A plain sweep (`conv_layers=1,2,5`) is expanded into its jobs and each job's config is composed
+and checked, so a bad value fails the command at once instead of after the good jobs have
+spent their energy. The dataset files are checked once per distinct dataset.
 """
 
 from __future__ import annotations
 
 import itertools
-import logging
 
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from greenai import data
-from greenai.checks import preflight
-from greenai.config import TrainConfig
+from greenai import data, models
+from greenai.config import EnergyBackend, Objective, TrainConfig, to_typed
+from greenai.errors import ConfigError
 
-log = logging.getLogger(__name__)
 MAX_CHECKED_JOBS = 2000
+
+
+def check_job(cfg: DictConfig) -> tuple[TrainConfig, models.ArchitectureSpec]:
+    """The typed config and architecture of one job, or a one-line ConfigError."""
+    config = to_typed(cfg)
+    spec = models.ArchitectureSpec.from_config(config)
+    models.check_architecture(spec)
+    if config.objective.name is Objective.accuracy_energy and config.energy.backend is EnergyBackend.off:
+        raise ConfigError("objective", "accuracy_energy", "needs energy measured or estimated, not energy=off")
+    return config, spec
 
 
 def job_override_lists(config: DictConfig) -> list[list[str]]:
@@ -48,7 +57,7 @@ def check_jobs(config: DictConfig, override_lists: list[list[str]]) -> list[Trai
     """Compose and check each job; check each distinct dataset's files once."""
     checked, datasets_seen = [], set()
     for overrides in override_lists:
-        typed, _ = preflight(compose_job(config, overrides))
+        typed, _ = check_job(compose_job(config, overrides))
         key = (typed.dataset.name, typed.dataset.root, typed.dataset.cache_dir)
         if key not in datasets_seen:
             data.check_files(typed.dataset)

@@ -1,0 +1,212 @@
+"""The GPU acceptance run (started by benchmarks/gpu-check.sh): validates greenai on a machine
+with one NVIDIA GPU and prints one table of what it measured and what failed.
+
+    python benchmarks/gpu_check.py [--data DIR] [--out DIR] [--skip STEP,...]
+
+Steps: the doctor; the title command with energy=zeus; a packed sweep with K = 4 whose
+attributed energies must add up to the batches' measured energy minus their overhead; the data
+pipeline benchmark; the GPU-marked tests; the fusion benchmark; fused trials on the paper's RQ1
+protocol (a measured subset, extrapolated to its 3,072 trainings). Without --data it writes a
+synthetic Fashion-MNIST (class bands) and says that accuracy is then meaningless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Step:
+    name: str
+    seconds: float = 0.0
+    ok: bool = False
+    figures: list[str] = field(default_factory=list)
+    note: str = ""
+
+
+def run(step: Step, command: list[str], out: Path, cwd: Path | None = None, timeout: float = 300) -> str:
+    """Run one command, its output kept in OUT/<step>.log; returns the output."""
+    start = time.perf_counter()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1"}
+    try:
+        proc = subprocess.run(command, cwd=cwd or REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        text, step.ok = proc.stdout + proc.stderr, proc.returncode == 0
+        if not step.ok:
+            step.note = f"exit {proc.returncode}: " + (text.strip().splitlines() or [""])[-1][:160]
+    except subprocess.TimeoutExpired as exc:
+        text = f"{exc.stdout or ''}{exc.stderr or ''}"
+        step.note = f"timed out after {timeout:.0f} s"
+    step.seconds += time.perf_counter() - start
+    (out / f"{step.name}.log").write_text(text if isinstance(text, str) else str(text))
+    return text
+
+
+def trial_runs(work: Path, experiment: str = "greenai") -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=5000) if exp else []
+    return [r for r in runs if r.data.tags.get("greenai.run_kind") == "trial"], [r for r in runs if r.data.tags.get("greenai.run_kind") == "sweep"]
+
+
+def data_args(data: Path, out: Path) -> list[str]:
+    return [f"dataset.root={data}", f"dataset.cache_dir={out / 'cache'}"]
+
+
+def doctor(out: Path) -> Step:
+    step = Step("doctor")
+    text = run(step, [sys.executable, "-m", "greenai.doctor"], out, timeout=60)
+    step.figures = [line for line in text.splitlines() if line.startswith(("torch ", "GPU counter", "share of", "idle power", "recommended"))]
+    return step
+
+
+def title(out: Path, data: Path) -> Step:
+    step = Step("title-command")
+    work = out / "title"
+    work.mkdir(exist_ok=True)
+    run(step, [sys.executable, "-m", "greenai.train", "-m", "model=simplecnn", "conv_layers=1,2,3", "energy=zeus", *data_args(data, out)],
+        out, cwd=work, timeout=400)
+    trials, _ = trial_runs(work)
+    for r in sorted(trials, key=lambda r: int(r.data.params["conv_layers"])):
+        m, t = r.data.metrics, r.data.tags
+        step.figures.append(
+            f"conv {r.data.params['conv_layers']}: accuracy {m.get('accuracy', float('nan')):.4f}, {m.get('energy_j', 0):.0f} J "
+            f"({t.get('energy_source')}, {t.get('energy_components')}), {m.get('train_seconds', 0):.2f} s training, "
+            f"net {m.get('net_energy_j', float('nan')):.0f} J, idle {m.get('idle_power_w', float('nan')):.0f} W, "
+            f"approximate windows {t.get('energy_approximate_windows', '0')}")
+    step.ok = step.ok and len(trials) == 3 and all(r.data.tags.get("energy_source") == "measured" for r in trials)
+    return step
+
+
+def packed(out: Path, data: Path) -> Step:
+    step = Step("packed-K4")
+    work = out / "packed"
+    work.mkdir(exist_ok=True)
+    run(step, [sys.executable, "-m", "greenai.train", "-m", "hydra/launcher=packed", "sweep.trials_per_gpu=4", "searcher=random",
+               "space=paper3", "hydra.sweeper.n_trials=8", "epochs=5", "energy=zeus", *data_args(data, out)], out, cwd=work, timeout=400)
+    trials, _ = trial_runs(work)
+    batches: dict[float, list] = {}
+    for r in trials:
+        batches.setdefault(r.data.metrics.get("batch_energy_j", -1.0), []).append(r)
+    for batch_j, runs in sorted(batches.items()):
+        attributed = sum(r.data.metrics.get("energy_j", 0.0) for r in runs)
+        overhead = runs[0].data.metrics.get("batch_overhead_energy_j", float("nan"))
+        gap = abs(attributed + overhead - batch_j) / batch_j if batch_j > 0 else float("nan")
+        step.figures.append(f"batch of {len(runs)}: measured {batch_j:.0f} J = attributed {attributed:.0f} J + overhead "
+                            f"{overhead:.0f} J (off by {gap:.2%}); sources {sorted({r.data.tags.get('energy_source') for r in runs})}")
+        step.ok = step.ok and gap < 0.01
+    step.ok = step.ok and len(trials) == 8
+    return step
+
+
+def pipeline(out: Path, data: Path) -> Step:
+    step = Step("data-pipeline")
+    text = run(step, [sys.executable, "benchmarks/data_pipeline.py", "--root", str(data), "--workers", "4", "--repeats", "2"], out)
+    step.figures = [line.strip() for line in text.splitlines() if "speed-up" in line or line.strip().startswith(("device", "DataLoader"))]
+    return step
+
+
+def gpu_tests(out: Path) -> Step:
+    step = Step("gpu-tests")
+    text = run(step, [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"], out, timeout=300)
+    step.figures = [line for line in text.splitlines() if re.search(r"\d+ (passed|failed)", line)][-1:]
+    return step
+
+
+def fusion(out: Path, data: Path, ks: str) -> Step:
+    step = Step("fusion")
+    text = run(step, [sys.executable, "benchmarks/fusion.py", "--root", str(data), "--ks", ks, "--epochs", "5", "--device", "cuda"],
+               out, timeout=500)
+    step.figures = [line.rstrip() for line in text.splitlines() if line.strip().startswith(("K", "|", "sequential", "fused"))][-12:]
+    return step
+
+
+def rq1(out: Path, data: Path, rounds: int) -> Step:
+    """The paper's RQ1 protocol for SimpleCNN on Fashion-MNIST, fused (8 repeats x n_jobs rounds
+    as one group), on a measured subset of its 64 rounds; the unfused figure measured on one
+    round; both extrapolated to 3 searchers x 2 spaces x 64 rounds x 8 repeats = 3,072 trainings."""
+    step = Step("rq1-fused")
+    fused_work, plain_work = out / "rq1-fused", out / "rq1-unfused"
+    fused_work.mkdir(exist_ok=True)
+    plain_work.mkdir(exist_ok=True)
+    common = ["experiment=rq1", "model=simplecnn", "space=paper3", "searcher=random", "energy=zeus", *data_args(data, out)]
+    run(step, [sys.executable, "-m", "greenai.train", "-m", *common, "hydra/launcher=fused", f"hydra.sweeper.n_jobs={rounds}",
+               f"hydra.sweeper.n_trials={rounds}", "fuse=true"], out, cwd=fused_work, timeout=500)
+    run(step, [sys.executable, "-m", "greenai.train", "-m", *common, "hydra.sweeper.n_trials=1", "fuse=false"],
+        out, cwd=plain_work, timeout=300)
+    for label, work, trainings in (("fused", fused_work, rounds * 8), ("one after another", plain_work, 8)):
+        trials, sweeps = trial_runs(work, "rq1")
+        seconds = sum(r.data.metrics.get("busy_seconds", 0.0) for r in trials)
+        joules = sum(r.data.metrics.get("energy_j", 0.0) for r in trials)
+        wall = (sweeps[0].info.end_time - sweeps[0].info.start_time) / 1000 if sweeps and sweeps[0].info.end_time else float("nan")
+        scale = 3072 / trainings
+        step.figures.append(f"{label}: {trainings} trainings x 25 epochs in {wall:.0f} s wall, {joules:.0f} J; "
+                            f"extrapolated to 3,072 trainings: {wall * scale / 3600:.2f} h, {joules * scale / 1e6:.2f} MJ "
+                            f"(busy {seconds:.0f} s)")
+    return step
+
+
+def synthetic(out: Path) -> Path:
+    sys.path.insert(0, str(REPO / "tests"))
+    from datasets_on_disk import write_fashion
+
+    return write_fashion(out / "synthetic-fashion", train=20000, test=5000)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, help="a Fashion-MNIST folder (IDX files, .gz or plain); default: synthetic")
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/greenai-gpu-check")))
+    parser.add_argument("--skip", default="", help="comma-separated step names to skip")
+    parser.add_argument("--fusion-ks", default="1,8,32,64")
+    parser.add_argument("--rq1-rounds", type=int, default=8)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    data = args.data.resolve() if args.data else synthetic(args.out)
+    notice = "" if args.data else "SYNTHETIC data (class bands): accuracy figures are meaningless, energy and time are real"
+    skip = set(args.skip.split(","))
+    plan = [("doctor", lambda: doctor(args.out)), ("title-command", lambda: title(args.out, data)),
+            ("packed-K4", lambda: packed(args.out, data)), ("data-pipeline", lambda: pipeline(args.out, data)),
+            ("gpu-tests", lambda: gpu_tests(args.out)), ("fusion", lambda: fusion(args.out, data, args.fusion_ks)),
+            ("rq1-fused", lambda: rq1(args.out, data, args.rq1_rounds))]
+    steps = []
+    for name, do in plan:
+        if name in skip:
+            continue
+        print(f"== {name}", flush=True)
+        try:
+            steps.append(do())
+        except Exception as exc:  # a step that breaks is reported, the others still run
+            steps.append(Step(name, note=f"{type(exc).__name__}: {exc}"))
+        print(f"   {'ok' if steps[-1].ok else 'FAILED'} in {steps[-1].seconds:.0f} s {steps[-1].note}", flush=True)
+    report(steps, notice, args.out)
+
+
+def report(steps: list[Step], notice: str, out: Path) -> None:
+    import torch
+
+    lines = [f"greenai GPU check on {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'NO CUDA GPU'}, "
+             f"torch {torch.__version__}", *([notice] if notice else []), "", "| step | result | seconds | figures |", "|---|---|---|---|"]
+    for s in steps:
+        figures = "<br>".join(s.figures) or "-"
+        lines.append(f"| {s.name} | {'ok' if s.ok else 'FAILED ' + s.note} | {s.seconds:.0f} | {figures} |")
+    failed = [s.name for s in steps if not s.ok]
+    lines.append("")
+    lines.append("all steps passed" if not failed else f"FAILED: {', '.join(failed)} (logs in {out})")
+    text = "\n".join(lines)
+    (out / "gpu-check.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

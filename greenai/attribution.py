@@ -1,0 +1,77 @@
+"""Whose energy is whose when trials share a device's counters (trials packed onto one GPU).
+
+Every worker reads the device's cumulative counters (they are global: any process reads the
+same GPU counter) at its own window boundaries. Merged in time order, the readings cut time into
+intervals; each interval's energy (per component: gpu, cpu, dram) and its seconds are split
+equally among the windows active in it. An interval no window covers is the batch's overhead
+(start-up, data loading, the time between trials), charged to nobody. So a trial that ran
+alone for a while pays all of that while, and the attributed energies plus the overhead add up
+to the counters' total over the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+
+from greenai.counters import Reading
+
+
+@dataclass(frozen=True)
+class Window:
+    key: Hashable  # (trial, window number), whatever the caller needs to find it again
+    begin: float
+    end: float
+
+
+@dataclass
+class Share:
+    joules: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def add(self, joules: dict[str, float], seconds: float) -> None:
+        for component, value in joules.items():
+            self.joules[component] = self.joules.get(component, 0.0) + value
+        self.seconds += seconds
+
+
+@dataclass
+class Attribution:
+    windows: dict[Hashable, Share]
+    overhead: Share
+    total: Share
+
+
+def monotonic(readings: Sequence[Reading]) -> list[Reading]:
+    """Readings in time order, each component never below its earlier value: two processes'
+    reads of one counter may land in the opposite order of their timestamps by a few µs."""
+    ordered = sorted(readings, key=lambda r: r.time)
+    out: list[Reading] = []
+    for reading in ordered:
+        if out:
+            previous = out[-1].joules
+            reading = Reading(reading.time, {k: max(v, previous.get(k, v)) for k, v in reading.joules.items()})
+        out.append(reading)
+    return out
+
+
+def attribute(windows: Sequence[Window], readings: Sequence[Reading]) -> Attribution:
+    """Split the energy between consecutive readings among the windows active over it. Every
+    window's begin and end must be reading times (workers read at their boundaries)."""
+    shares = {w.key: Share() for w in windows}
+    overhead, total = Share(), Share()
+    ordered = monotonic(readings)
+    for before, after in zip(ordered, ordered[1:]):
+        seconds = after.time - before.time
+        if seconds <= 0:
+            continue
+        joules = after.minus(before)
+        total.add(joules, seconds)
+        active = [w for w in windows if w.begin <= before.time and after.time <= w.end]
+        if not active:
+            overhead.add(joules, seconds)
+            continue
+        each = {k: v / len(active) for k, v in joules.items()}
+        for window in active:
+            shares[window.key].add(each, seconds / len(active))
+    return Attribution(shares, overhead, total)

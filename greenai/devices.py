@@ -1,0 +1,101 @@
+"""The training device: which one (`device=auto|cpu|cuda|cuda:N`), whether torch can really use
+the GPU the driver shows, and the reproducibility switch for it."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import torch
+
+from greenai.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def nvml_gpu_count() -> int:
+    """GPUs the NVIDIA driver shows (0 where there is no driver or NVML library)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return int(pynvml.nvmlDeviceGetCount())
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no library, no driver, no device: all mean "none here"
+        return 0
+
+
+def driver_version() -> str | None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            version = pynvml.nvmlSystemGetDriverVersion()
+            return version.decode() if isinstance(version, bytes) else str(version)
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:
+        return None
+
+
+def _unusable_gpu(key: str, value: str) -> ConfigError:
+    return ConfigError(
+        key,
+        value,
+        f"the NVIDIA driver shows {nvml_gpu_count()} GPU(s) (driver {driver_version()}) but torch "
+        f"{torch.__version__} (built for CUDA {torch.version.cuda}) cannot use them; install a torch "
+        f"build that matches the driver, or set device=cpu to train on the CPU anyway",
+    )
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto`: the first CUDA GPU if torch can use one, else the CPU. A GPU the driver shows
+    but torch cannot use (a CUDA build newer than the driver) stops the command rather than
+    training quietly, and slowly, on the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if nvml_gpu_count() > 0:
+            raise _unusable_gpu("device", name)
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError("device", name, "must be auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        if nvml_gpu_count() > 0:
+            raise _unusable_gpu("device", name)
+        raise ConfigError("device", name, "no CUDA GPU is visible here; use device=auto or device=cpu")
+    return device
+
+
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def set_deterministic(enabled: bool) -> None:
+    """cuDNN's deterministic algorithms and no benchmark-mode autotuning: the same seed gives the
+    same weights run after run on one GPU, at some cost in speed. Off: torch's defaults."""
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = False if enabled else torch.backends.cudnn.benchmark
+
+
+def gpus_for_trial(device: str = "auto") -> int:
+    """GPUs a launcher should give each trial: one where training will use one, else none (a
+    launcher asked for a GPU the machine lacks would not start the job)."""
+    if device == "cpu":
+        return 0
+    return 1 if torch.cuda.is_available() else 0
+
+
+def register_resolvers() -> None:
+    """`${greenai.gpus_per_trial:${device}}`, for the ready launcher configs in conf/hydra/launcher."""
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_resolver("greenai.gpus_per_trial", gpus_for_trial, replace=True)

@@ -1,0 +1,103 @@
+"""Store URLs as values: the MLflow tracking URI and the Optuna study storage.
+
+Every place that needs to know what a store is (a sqlite file, an Optuna journal file, a
+database server, an MLflow server or file store) asks a `StoreURL`, parsed once. Database URLs
+are parsed by SQLAlchemy's `make_url`, so a query such as `?timeout=30` stays a query and never
+leaks into a lock or file name. Relative file paths are taken from the folder the command was
+started in, so every job of a sweep, whatever its working folder, writes to the same store.
+
+Syntax greenai adds on top of SQLAlchemy's: `journal:FILE` (relative) or `journal:///ABS/FILE`
+for Optuna's journal-file storage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from greenai.locks import file_lock, postgres_lock
+from greenai.redaction import redact
+
+JOURNAL = "journal:"
+LOCK_SUFFIX = ".greenai-lock"
+
+
+@dataclass(frozen=True)
+class StoreURL:
+    """One store: what kind it is, the URL to hand to MLflow or Optuna, and its file if any."""
+
+    url: str
+    kind: str  # sqlite, journal, database (a server SQLAlchemy reaches), http, file, other
+    path: Path | None = None  # the sqlite or journal file, or the MLflow file store's folder
+    backend: str | None = None  # SQLAlchemy's backend name (sqlite, postgresql, mysql, ...)
+
+    @classmethod
+    def parse(cls, raw: str, base: str | Path = ".") -> StoreURL:
+        """Parse `raw`, taking relative file paths from `base`."""
+        raw = str(raw)
+        if raw.startswith(JOURNAL):
+            path = _absolute(raw[len(JOURNAL) :].removeprefix("//"), base)
+            return cls(f"{JOURNAL}//{path}", "journal", path)
+        if raw.startswith(("http://", "https://")):
+            return cls(raw, "http")
+        if raw.startswith("file:"):
+            path = _absolute(raw[len("file:") :].removeprefix("//"), base)
+            return cls(path.as_uri(), "file", path)
+        if "://" not in raw:
+            if ":" in raw.split("/", 1)[0]:  # a scheme MLflow knows (databricks, ...), not a path
+                return cls(raw, "other")
+            path = _absolute(raw, base)
+            return cls(str(path), "file", path)
+        return cls._database(raw, base)
+
+    @classmethod
+    def _database(cls, raw: str, base: str | Path) -> StoreURL:
+        try:
+            url = make_url(raw)
+        except ArgumentError:
+            return cls(raw, "other")
+        backend = url.get_backend_name()
+        if backend != "sqlite":
+            return cls(raw, "database", None, backend)
+        if not url.database or url.database == ":memory:":
+            return cls(raw, "sqlite", None, backend)
+        path = _absolute(url.database, base)
+        return cls(_render(url.set(database=str(path))), "sqlite", path, backend)
+
+    @property
+    def redacted(self) -> str:
+        """The URL with any password hidden: what logs, params and messages show."""
+        return redact(self.url)
+
+    @property
+    def folder(self) -> Path | None:
+        """Where the store's files live (None for servers)."""
+        if self.path is None:
+            return None
+        return self.path if self.kind == "file" else self.path.parent
+
+    def lock(self, name: str = "greenai") -> contextlib.AbstractContextManager[None]:
+        """The lock that serialises greenai's writers of this store for one step (creating the
+        store, opening a sweep's parent run, counting then asking trials): a lock file beside a
+        sqlite or journal file, an advisory lock on PostgreSQL, nothing for servers that
+        serialise writes themselves (MLflow's HTTP server)."""
+        if self.kind in ("sqlite", "journal") and self.path is not None:
+            return file_lock(Path(f"{self.path}{LOCK_SUFFIX}"))
+        if self.backend == "postgresql":
+            return postgres_lock(self.url, name)
+        return contextlib.nullcontext()
+
+    def __str__(self) -> str:
+        return self.url
+
+
+def _absolute(path: str, base: str | Path) -> Path:
+    return (Path(base) / Path(path).expanduser()).resolve()
+
+
+def _render(url: URL) -> str:
+    return url.render_as_string(hide_password=False)

@@ -1,0 +1,181 @@
+"""What a trial records while it trains: its MLflow run (tags, params, the composed config, per-epoch
+and final figures, how it ended), its Optuna trial (through the study link), and its line in the
+sweep's running totals on the parent run.
+
+The training code calls `TrialRecord.epoch` after each epoch and `close` once; nothing else in a
+trial writes to MLflow or Optuna. A fused group keeps one record per member.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import platform
+from dataclasses import dataclass
+from importlib import metadata
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from greenai import devices, models, names, tracking
+from greenai.energy import Meter
+from greenai.idle import IdlePower
+from greenai.job import JobContext
+from greenai.loop import EpochResult, format_progress
+from greenai.owner import owner_id
+from greenai.redaction import redact, redact_text
+from greenai.stores import StoreURL
+from greenai.sweep.study_link import StudyLink
+from greenai.trial import TrialFigures, epoch_metrics
+
+log = logging.getLogger("greenai.train")
+VERSIONED = ("greenai", "torch", "torchvision", "zeus", "mlflow", "hydra-core", "optuna")
+# Keys whose values may hold credentials: logged redacted.
+URL_KEYS = ("tracking.uri", "sweep.storage")
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def without_hydra(cfg: DictConfig) -> DictConfig:
+    return OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
+
+
+def flat_params(cfg: DictConfig) -> dict[str, object]:
+    """The job's config as dotted params, with credentials in URLs hidden."""
+    tree = OmegaConf.to_container(without_hydra(cfg), resolve=True, enum_to_str=True)
+    assert isinstance(tree, dict)
+    flat = flatten(tree)
+    for key in URL_KEYS:
+        if isinstance(flat.get(key), str):
+            flat[key] = redact(flat[key])
+    return flat
+
+
+@functools.cache
+def versions() -> dict[str, object]:
+    found: dict[str, object] = {"versions.python": platform.python_version()}
+    for package in VERSIONED:
+        try:
+            found[f"versions.{package}"] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def job_tags(job: JobContext) -> dict[str, object]:
+    tags: dict[str, object] = {names.OUTPUT_DIR: job.output_dir}
+    if job.multirun:
+        tags.update({names.JOB_NUM: job.job_num, names.SWEEP_DIR: job.sweep_dir, names.ROUND: job.round})
+    if job.searcher:
+        tags[names.SEARCHER] = job.searcher
+    if job.trial_number is not None:
+        tags[names.TRIAL_NUMBER] = job.trial_number
+        tags[names.STUDY] = job.study_name
+    if job.parent_run_id:
+        tags[names.PARENT] = job.parent_run_id
+    return tags
+
+
+def run_tags(job: JobContext, meter: Meter, device: torch.device, dataset_source: str, idle: IdlePower | None) -> dict[str, object]:
+    return ({names.IDLE_SOURCE: idle.source.value} if idle else {}) | {
+        names.RUN_KIND: "trial",
+        names.TRIAL_STATE: "running",
+        names.OWNER: owner_id(),
+        names.ENERGY_SOURCE: meter.source.value,
+        names.ENERGY_DEVICE: meter.description,
+        names.ENERGY_COMPONENTS: meter.components,
+        "device": devices.describe(device),
+        "dataset_files": dataset_source,
+        **job_tags(job),
+        **versions(),
+    }
+
+
+def objective(directions: int, figures: TrialFigures) -> list[float | None]:
+    """The values the sweeper optimises: accuracy, and energy (None while not yet known, as for
+    a packed trial until its batch's energy is attributed) for two objectives."""
+    if directions > 1:
+        return [figures.accuracy, figures.metrics()["energy_j"]]
+    return [figures.accuracy]
+
+
+@dataclass
+class TrialRecord:
+    """One trial's MLflow run and Optuna trial while it trains."""
+
+    run: tracking.RunLogger
+    link: StudyLink
+    name: str
+    figures: TrialFigures
+    job: JobContext
+    epochs_total: int
+
+    @classmethod
+    def open(cls, store: StoreURL, experiment: str, name: str, tags: dict[str, object], link: StudyLink,
+             figures: TrialFigures, job: JobContext, epochs_total: int) -> TrialRecord:
+        run = tracking.create_run(tracking.client(store), experiment, name, tags)
+        link.attach(run.run_id)
+        return cls(run, link, name, figures, job, epochs_total)
+
+    def describe(self, cfg: DictConfig, spec: models.ArchitectureSpec, meter: Meter) -> None:
+        """What the run is: config, architecture, the composed config file, an estimate warning."""
+        summary = models.summarize(models.build(spec), spec.input_shape).as_dict()
+        self.run.params({**flat_params(cfg), **{f"arch.{k}": v for k, v in summary.items()}})
+        self.run.metrics({f"arch_{k}": v for k, v in summary.items() if k in ("params", "macs_per_sample")})
+        self.run.text(redact_text(OmegaConf.to_yaml(without_hydra(cfg))), "config.yaml")
+        if meter.source.is_estimated:
+            self.run.tags({names.NOTE: f"Energy is ESTIMATED, not measured: {meter.description}"})
+
+    def optimizer(self, applied: dict[str, float]) -> None:
+        """What the optimiser really holds, read back from it."""
+        self.run.params(applied)
+
+    def epoch(self, step: int, result: EpochResult) -> None:
+        """After each epoch: progress line, per-epoch metrics, the study told (may raise Pruned)."""
+        log.info(format_progress(self.name, result, self.epochs_total))
+        self.run.metrics(epoch_metrics(result, self.figures.idle), step=step)
+        self.link.report(step, result.test_accuracy, self.figures.metrics()["energy_j"])
+
+    def close(self, values: list[float | None] | None, exc: BaseException | None) -> None:
+        """The trial's figures, kept whatever stopped it, then how it ended, on both records."""
+        final = self.figures.metrics()
+        self.run.metrics(final)
+        self.run.tags({names.ENERGY_SOURCE: self.figures.source.value, **self._approximations()})
+        self.link.record(final)
+        self.link.finish(None if exc is not None else values, exc)
+
+        tracking.close_run(self.run, exc)
+        self._add_to_sweep_totals(exc, final)
+
+    def _approximations(self) -> dict[str, str]:
+        short = self.figures.approximate_windows
+        if not short:
+            return {}
+        windows = len(self.figures.epochs) * 2
+        note = (f"{short} of {windows} energy windows were shorter than 10 counter periods: each of those figures is "
+                f"approximate (within one counter step, right on average); the run's totals are exact to one step.")
+        return {names.APPROXIMATE_WINDOWS: f"{short}/{windows}", names.NOTE: note}
+
+    def _add_to_sweep_totals(self, exc: BaseException | None, final: dict[str, float | None]) -> None:
+        """The sweep's parent run shows trials done, energy so far and best accuracy so far as
+        each trial ends (read from the sweep folder, which every job of the sweep shares)."""
+        folder, parent = self.job.sweep_folder, self.job.parent_run_id
+        if folder is None or parent is None:
+            return
+        state = tracking.end_state(exc)[1]
+        totals = folder.add_progress({"round": self.job.round, "state": state, "accuracy": final.get("accuracy"),
+                                      "energy_j": final.get("energy_j")})
+        tracking.RunLogger(self.run.mlflow, parent).metrics(
+            {"sweep_trials_done": totals["trials"], "sweep_energy_so_far_j": totals["energy_j"],
+             "sweep_best_accuracy_so_far": totals["best_accuracy"]},
+            step=int(totals["trials"]),
+        )
+

@@ -1,0 +1,82 @@
+"""On a real NVIDIA GPU: Zeus's counters read, short windows add up, idle power is plausible,
+packed trials' energy adds up to what the GPU drew. Marked `gpu`: skipped without a CUDA GPU,
+run by benchmarks/gpu-check.sh where there is one."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from greenai import energy
+from greenai.attribution import Window, attribute
+from greenai.config import EnergyBackend, EnergyConfig
+from greenai.counters import ZeusCounters
+from greenai.energy import Source, make_meter
+from greenai.idle import idle_power
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture
+def cuda():
+    energy._METERS.clear()
+    yield torch.device("cuda", 0)
+    energy._METERS.clear()
+
+
+def load(device: torch.device, seconds: float) -> None:
+    """Matrix products on the GPU for about `seconds`."""
+    a = torch.randn(4096, 4096, device=device)
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        a = (a @ a).tanh_()
+    torch.cuda.synchronize(device)
+
+
+def test_zeus_measures_the_training_gpu(cuda):
+    meter = make_meter(EnergyConfig(backend=EnergyBackend.zeus), cuda)
+    assert meter.source is Source.measured and meter.components.startswith("gpu")
+    meter.begin("w")
+    load(cuda, 1.0)
+    reading = meter.end("w")
+    watts = reading.gpu_j / reading.seconds
+    assert 30 < watts < 1500, f"{watts:.0f} W under load"
+    assert not reading.approximate
+
+
+def test_back_to_back_short_windows_add_up_to_one_long_reading(cuda):
+    meter = make_meter(EnergyConfig(backend=EnergyBackend.zeus), cuda)
+    counters = ZeusCounters(0, cpus=False)
+    start = counters.read()
+    parts = []
+    for _ in range(200):
+        meter.begin("short")
+        load(cuda, 0.002)
+        parts.append(meter.end("short"))
+    whole = counters.read().minus(start)["gpu"]
+    step = (meter.primary.period or 0.1) * 1000  # one counter step at up to 1 kW
+    assert sum(p.gpu_j for p in parts) == pytest.approx(whole, abs=2 * step)
+    assert any(p.approximate for p in parts)
+
+
+def test_idle_power_is_plausible(cuda):
+    idle = idle_power(make_meter(EnergyConfig(backend=EnergyBackend.zeus), cuda), 2.0)
+    assert idle.source is Source.measured and 10 < idle.watts < 600
+
+
+def test_packed_windows_on_the_real_counter_add_up_to_what_the_gpu_drew(cuda):
+    counters = ZeusCounters(0, cpus=False)
+    readings, windows = [counters.read()], []
+    for trial in range(3):  # three "trials", interleaved windows
+        begin = counters.read()
+        load(cuda, 0.2 * (trial + 1))
+        end = counters.read()
+        readings += [begin, end]
+        windows.append(Window(trial, begin.time, end.time))
+    readings.append(counters.read())
+    result = attribute(windows, readings)
+    attributed = sum(s.joules["gpu"] for s in result.windows.values())
+    assert attributed + result.overhead.joules.get("gpu", 0.0) == pytest.approx(result.total.joules["gpu"])
+    assert result.windows[2].joules["gpu"] > result.windows[0].joules["gpu"], "the longest load drew the most"
