@@ -32,6 +32,8 @@ class Source(str, Enum):
     estimated = "estimated"
     # A run whose windows came partly from counters and partly from the estimate.
     partial = "partial"
+    # Trials trained as one fused group: each gets an equal share of the group's windows.
+    fused = "fused"
     off = "off"
 
 
@@ -59,6 +61,8 @@ def combined_source(sources: list[Source]) -> Source:
         return Source.measured
     if kinds == {Source.estimated}:
         return Source.estimated
+    if kinds == {Source.fused}:
+        return Source.fused
     return Source.partial
 
 
