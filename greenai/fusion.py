@@ -28,14 +28,15 @@ the grouped layers in every forward pass (and the gradients split back): per-ste
 with K, on a GPU where one member's whole step is ~2 ms of launch-bound work. Here instead every
 trainable tensor of every member lives in ONE flat (K, n) buffer, member-major (the model's
 parameters are views into it), and `MemberAdam` updates that buffer with torch's Adam arithmetic
-(L2 weight decay added to the gradient, as torch.optim.Adam does) in a fixed dozen tensor ops,
+(L2 weight decay added to the gradient, as torch.optim.Adam does) in about twenty tensor ops,
 with each member's lr, beta1, beta2, eps and weight decay as a (K, 1) column: the number of
-kernels per step does not depend on K. `member_hyperparameters` reads each member's values back
-from those columns, the very tensors the update uses.
+kernels per step depends neither on K nor on the number of layers. `member_hyperparameters`
+reads each member's values back from those columns, the very tensors the update uses.
 
 Dropping a member (pruned, diverged) at an epoch boundary keeps the survivors' rows of every
-tensor (weights, Adam moments, BatchNorm running statistics): the survivors train on exactly as
-before, since no operation mixes members.
+tensor (weights, Adam moments, BatchNorm running statistics): no operation mixes members, so the
+survivors train on as before, to rounding (a group of another size rounds differently the
+gradient of a conv bias before BatchNorm, which is mathematically zero).
 
 Energy: one meter window per epoch's training and one per evaluation measure the whole group;
 members do equal work, so each active member gets an equal share of the window's joules and
@@ -403,7 +404,7 @@ class FusedGroup:
 
     def drop(self, members: Iterable[int]) -> None:
         """Take `members` out at an epoch boundary; the others keep their weights, Adam state,
-        BatchNorm statistics and batch order, and train on exactly as before."""
+        BatchNorm statistics and batch order, and train on as before (to rounding)."""
         gone = {self.position(m) for m in members}
         if not gone:
             return
