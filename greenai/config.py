@@ -138,6 +138,9 @@ class TrainConfig:
     device: str = "auto"
     # cuDNN's deterministic algorithms, no benchmark-mode autotuning: repeatable on one GPU, slower.
     deterministic: bool = False
+    # Train a trial's repeats (and, with hydra/launcher=fused, a batch's trials) as one grouped
+    # model: true, false, or null = on a GPU only (on a CPU fusion roughly breaks even).
+    fuse: bool | None = None
 
 
 def register_schema() -> None:

@@ -130,11 +130,12 @@ def fit(
     return results
 
 
-def format_progress(label: str, result: EpochResult, epochs: int) -> str:
-    """One line per epoch, readable among a multirun's interleaved logs."""
+def format_progress(label: str, result: EpochResult, epochs: int, step: int | None = None) -> str:
+    """One line per epoch, readable among a multirun's interleaved logs; `step` counts epochs
+    across a trial's repeats (the epoch itself by default)."""
     energy = result.train.total_j
     joules = f"{energy:8.1f} J {result.train.source.value}" if energy is not None else "energy off"
     return (
-        f"[{label}] epoch {result.epoch:>3}/{epochs} loss {result.train_loss:.4f} "
+        f"[{label}] epoch {step or result.epoch:>3}/{epochs} loss {result.train_loss:.4f} "
         f"acc {result.test_accuracy:.4f} {joules} {result.train.seconds:6.2f} s"
     )

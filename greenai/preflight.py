@@ -14,7 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from greenai import data, models
+from greenai import data, fusion, models
 from greenai.config import EnergyBackend, Objective, TrainConfig, to_typed
 from greenai.errors import ConfigError
 
@@ -28,6 +28,8 @@ def check_job(cfg: DictConfig) -> tuple[TrainConfig, models.ArchitectureSpec]:
     models.check_architecture(spec)
     if config.objective.name is Objective.accuracy_energy and config.energy.backend is EnergyBackend.off:
         raise ConfigError("objective", "accuracy_energy", "needs energy measured or estimated, not energy=off")
+    if config.fuse:
+        fusion.check_fusable(models.build(spec))
     return config, spec
 
 

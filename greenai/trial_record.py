@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import platform
 from dataclasses import dataclass
 from importlib import metadata
@@ -107,6 +108,21 @@ def objective(directions: int, figures: TrialFigures) -> list[float | None]:
     return [figures.accuracy]
 
 
+def job_return(values: list[float | None]) -> float | tuple[float, float]:
+    """What the job returns to the sweeper: accuracy, or (accuracy, energy); an energy not yet
+    known (a packed trial) as NaN, which the sweeper replaces by the attributed figure."""
+    returned = [math.nan if v is None else float(v) for v in values]
+    return returned[0] if len(returned) == 1 else (returned[0], returned[1])
+
+
+def spent(figures: TrialFigures) -> str:
+    """The energy a trial spent, for its last console line."""
+    joules = figures.metrics()["energy_j"]
+    if joules is None:
+        return "energy not measured" if figures.source.value == "off" else "energy attributed after the batch"
+    return f"energy {joules:.1f} J ({figures.source.value})"
+
+
 @dataclass
 class TrialRecord:
     """One trial's MLflow run and Optuna trial while it trains."""
@@ -140,7 +156,7 @@ class TrialRecord:
 
     def epoch(self, step: int, result: EpochResult) -> None:
         """After each epoch: progress line, per-epoch metrics, the study told (may raise Pruned)."""
-        log.info(format_progress(self.name, result, self.epochs_total))
+        log.info(format_progress(self.name, result, self.epochs_total, step))
         self.run.metrics(epoch_metrics(result, self.figures.idle), step=step)
         self.link.report(step, result.test_accuracy, self.figures.metrics()["energy_j"])
 

@@ -1,0 +1,105 @@
+"""`hydra/launcher=fused`: a Hydra launcher that trains a batch of jobs as fused groups.
+
+It receives a batch of jobs from any sweeper (Hydra's plain sweep, greenai's Optuna sweeper with
+`hydra.sweeper.n_jobs=K`), prepares each job through Hydra's own `run_job` (its output folder,
+its config files, its MLflow run and Optuna trial, checks that refuse bad input), groups the
+prepared trials by what must match to fuse (greenai.fusion.fusion_key: architecture, batch
+size, epochs, dataset, device, energy backend), trains each group as one grouped model
+(greenai.trial_runner.run_fused) and returns one result per job. Trials whose `fuse` setting is
+off train one after another, as with Hydra's basic launcher. Members that cannot fuse are
+grouped apart, never refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, open_dict
+
+from greenai import fusion
+from greenai.errors import interrupt_on_sigterm
+from greenai.redaction import redact_logs
+from greenai.trial_runner import PreparedTrial, run_alone, run_fused
+from greenai.trial_setup import open_record, prepare
+
+log = logging.getLogger(__name__)
+TARGET = "greenai.sweep.fused_launcher.FusedLauncher"
+
+
+@dataclass
+class FusedLauncherConf:
+    _target_: str = TARGET
+    # Most trials per fused group (each brings its repeats); null: every trial of one architecture.
+    max_group: int | None = None
+
+
+def register() -> None:
+    ConfigStore.instance().store(group="hydra/launcher", name="fused", node=FusedLauncherConf, provider="greenai", replace=True)
+
+
+def prepare_trial(cfg: DictConfig) -> PreparedTrial:
+    """The task each job runs under Hydra's run_job: everything up to training."""
+    interrupt_on_sigterm()
+    redact_logs()
+    setup = prepare(cfg)
+    return PreparedTrial(setup, open_record(setup, cfg))
+
+
+class FusedLauncher(Launcher):
+    def __init__(self, max_group: int | None = None) -> None:
+        self.max_group = max_group
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context = config, hydra_context
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        assert self.config is not None and self.hydra_context is not None
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose,
+                      execution_whitelist=self.hydra_context.execution_whitelist)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        log.info("Launching %d jobs fused", len(job_overrides))
+        returns = [self._prepare(initial_job_idx + i, overrides) for i, overrides in enumerate(job_overrides)]
+        ready = [i for i, r in enumerate(returns) if r.status is JobStatus.COMPLETED]
+        trials: list[PreparedTrial] = [returns[i].return_value for i in ready]
+        for group in self._groups(trials):
+            outcomes = run_fused([trials[g] for g in group]) if trials[group[0]].setup.fused else [run_alone(trials[group[0]])]
+            for g, outcome in zip(group, outcomes, strict=True):
+                _settle(returns[ready[g]], outcome)
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose,
+                      execution_whitelist=self.hydra_context.execution_whitelist)
+        return returns
+
+    def _prepare(self, number: int, overrides: Sequence[str]) -> JobReturn:
+        log.info("\t#%d : %s", number, " ".join(filter_overrides(overrides)))
+        assert self.config is not None and self.hydra_context is not None
+        config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(config):
+            config.hydra.job.id = str(number)
+            config.hydra.job.num = number
+        return run_job(hydra_context=self.hydra_context, task_function=prepare_trial, config=config,
+                       job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+
+    def _groups(self, trials: list[PreparedTrial]) -> list[list[int]]:
+        """Fused trials grouped by fusion key (at most max_group each); unfused ones alone."""
+        fused = [i for i, t in enumerate(trials) if t.setup.fused]
+        groups = [[fused[g] for g in group] for group in fusion.group_for_fusion([trials[i].setup.config for i in fused], self.max_group)]
+        return groups + [[i] for i, t in enumerate(trials) if not t.setup.fused]
+
+
+def _settle(returned: JobReturn, outcome: Any) -> None:
+    """The job's result: its value, or the exception that failed it (re-raised by return_value)."""
+    if isinstance(outcome, BaseException):
+        returned.status, returned._return_value = JobStatus.FAILED, outcome
+    else:
+        returned.status, returned._return_value = JobStatus.COMPLETED, outcome

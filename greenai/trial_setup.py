@@ -1,0 +1,99 @@
+"""One trial made ready to train: its config checked, device, energy meter, idle power, data
+and link to its Optuna trial settled, and its MLflow run opened. Bad input fails here, before a
+run exists. Used by `python -m greenai.train` (one job) and by the fused launcher (a batch).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig
+
+from greenai import data, devices, models
+from greenai.config import TrainConfig
+from greenai.energy import Meter, make_meter
+from greenai.errors import ConfigError
+from greenai.idle import IdlePower, idle_power
+from greenai.job import JobContext
+from greenai.preflight import check_job
+from greenai.reachability import check_reachable
+from greenai.stores import StoreURL
+from greenai.sweep import packing
+from greenai.sweep.study_link import StudyLink
+from greenai.trial import TrialFigures
+from greenai.trial_record import TrialRecord, run_tags
+
+log = logging.getLogger("greenai.train")
+
+
+@dataclass
+class TrialSetup:
+    """Everything a trial needs, settled before its MLflow run is opened."""
+
+    config: TrainConfig
+    spec: models.ArchitectureSpec
+    job: JobContext
+    store: StoreURL
+    device: torch.device
+    dataset: data.DeviceData
+    meter: Meter
+    idle: IdlePower | None
+    link: StudyLink
+    fused: bool  # the trial's repeats train as one fused group
+
+    @property
+    def name(self) -> str:
+        return self.job.run_name(self.spec.name, self.config.seed)
+
+
+def fuses(config: TrainConfig, device: torch.device, packed: bool) -> bool:
+    """`fuse=null` (auto): fused on a GPU, where one member leaves the device mostly idle; not
+    on a CPU, where fusion roughly breaks even. Packed trials are attributed window by window
+    and never fused."""
+    if packed:
+        if config.fuse:
+            raise ConfigError("fuse", True, "packed trials (sweep.trials_per_gpu > 1) are attributed one by one; "
+                              "use hydra/launcher=fused instead of packing them, or fuse=false")
+        return False
+    return device.type == "cuda" if config.fuse is None else bool(config.fuse)
+
+
+def prepare(cfg: DictConfig) -> TrialSetup:
+    """Checks, device, energy meter, idle power, data: bad input fails here, before a run exists."""
+    config, spec = check_job(cfg)
+    job = JobContext.from_hydra(config.sweep.trial_number, config.sweep.study_name)
+    store = StoreURL.parse(config.tracking.uri, job.launch_dir)
+    if not job.multirun:  # a sweep's callback has checked it already
+        check_reachable(store, "tracking.uri")
+    device = devices.pick_device(config.device)
+    devices.set_deterministic(config.deterministic)
+    meter: Meter = make_meter(config.energy, device)
+    # Before the data is loaded: in a sweep the callback measured it already on this host.
+    idle = idle_power(meter, config.energy.idle_seconds, job.sweep_folder)
+    dataset = data.load(config.dataset, device)
+    timeline = packing.timeline_meter(cfg, job.sweep_folder, config.sweep.trial_number, device)
+    if timeline is not None:
+        timeline.note(train_images=len(dataset.y_train), idle_w=idle.watts if idle else None)
+        meter = timeline
+    fused = fuses(config, device, packed=timeline is not None)
+    link = StudyLink.for_job(config.sweep, job.launch_dir, defer_tell=timeline is not None)
+    setup = TrialSetup(config, spec, job, store, device, dataset, meter, idle, link, fused)
+    log.info("%s on %s, energy: %s%s", setup.name, device, meter.description, ", repeats fused" if fused and config.repeats > 1 else "")
+    return setup
+
+
+def open_record(setup: TrialSetup, cfg: DictConfig) -> TrialRecord:
+    """The trial's MLflow run (described: params, architecture, config file) and its figures."""
+    config = setup.config
+    figures = TrialFigures(train_images=len(setup.dataset.y_train), idle=setup.idle)
+    tags = run_tags(setup.job, setup.meter, setup.device, setup.dataset.source, setup.idle)
+    record = TrialRecord.open(setup.store, config.tracking.experiment, setup.name, tags, setup.link, figures, setup.job,
+                              config.epochs * config.repeats)
+    try:
+        record.describe(cfg, setup.spec, setup.meter)
+    except BaseException as exc:
+        record.close(None, exc)
+        raise
+    return record
