@@ -9,7 +9,9 @@ from pathlib import Path
 
 from greenai.report import analysis as an
 from greenai.report import plots
-from greenai.report.runs import RunSet, SweepInfo, TrialRow
+from greenai.report.runs import RunSet, SweepInfo
+from greenai.run_rows import TrialRow
+from greenai.sweep_totals import pareto_front, scored
 
 # Ember, Global Electricity Review 2024: world average carbon intensity of electricity
 # generation in 2023, life-cycle emissions in CO2 equivalent.
@@ -141,8 +143,8 @@ def convergence_section(curves: list[SweepCurve], settings: ReportSettings, out:
 
 
 def pareto_rows(rows: Sequence[TrialRow]) -> list[TrialRow]:
-    done = an.scored(rows)
-    return [done[i] for i in an.pareto_front([(r.accuracy, r.energy_j) for r in done])]
+    done = scored(rows)
+    return [done[i] for i in pareto_front([(r.accuracy, r.energy_j) for r in done])]
 
 
 def tradeoff_section(rows: Sequence[TrialRow], settings: ReportSettings, out: Path, report: Report, estimated: bool, mixed: bool) -> list[str]:

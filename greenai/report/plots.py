@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from greenai.report.analysis import Convergence, Level  # noqa: E402
-from greenai.report.runs import TrialRow  # noqa: E402
+from greenai.run_rows import TrialRow  # noqa: E402
 
 DPI = 120
 

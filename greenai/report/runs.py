@@ -6,80 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from greenai.errors import GreenAIError
+from greenai.run_rows import GROSS, NET, TrialRow, row_from_run
 from greenai.tracking import all_runs
-
-_STATE_BY_STATUS = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "killed", "RUNNING": "running"}
-
-
-def _int(value: str | None) -> int | None:
-    return int(value) if value is not None and value.lstrip("-").isdigit() else None
-
-
-def _bool(value: str | None) -> bool | None:
-    return None if value is None else value.strip().lower() in ("true", "1", "yes", "on")
-
-
-@dataclass(frozen=True)
-class TrialRow:
-    run_id: str
-    name: str
-    round: int | None
-    state: str  # finished, pruned, failed, killed, running
-    status: str  # MLflow's own status
-    accuracy: float | None
-    energy_j: float | None
-    seconds: float | None
-    energy_source: str | None
-    model: str | None = None
-    dataset: str | None = None
-    searcher: str | None = None
-    parent_id: str | None = None
-    conv_layers: int | None = None
-    linear_layers: int | None = None
-    relu: bool | None = None
-    params: dict[str, str] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
-    tags: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def estimated(self) -> bool:
-        return self.energy_source in ("estimated", "partial")
-
-
-GROSS, NET = "energy_j", "net_energy_j"
-
-
-def row_from_run(run: Any, energy_metric: str = GROSS) -> TrialRow:
-    tags, metrics, params = dict(run.data.tags), dict(run.data.metrics), dict(run.data.params)
-    status = run.info.status
-    state = tags.get("greenai.trial_state", _STATE_BY_STATUS.get(status, status.lower()))
-    if state == "running" and status != "RUNNING":  # closed without greenai's tag (older versions)
-        state = _STATE_BY_STATUS.get(status, status.lower())
-    seconds = None
-    if "train_seconds" in metrics:
-        seconds = metrics["train_seconds"] + metrics.get("eval_seconds", 0.0)
-    return TrialRow(
-        run_id=run.info.run_id,
-        name=run.info.run_name or "",
-        round=_int(tags.get("greenai.round")),
-        state=state,
-        status=status,
-        accuracy=metrics.get("accuracy"),
-        energy_j=metrics.get(energy_metric),
-        seconds=seconds,
-        energy_source=tags.get("energy_source"),
-        model=params.get("model.name"),
-        dataset=params.get("dataset.name"),
-        searcher=tags.get("greenai.searcher"),
-        parent_id=tags.get("mlflow.parentRunId"),
-        conv_layers=_int(params.get("conv_layers")) if params.get("model.name") == "simplecnn" else None,
-        linear_layers=_int(params.get("linear_layers")),
-        relu=_bool(params.get("relu")) if params.get("model.name") == "simplecnn" else None,
-        params=params,
-        metrics=metrics,
-        tags=tags,
-    )
-
 
 @dataclass(frozen=True)
 class SweepInfo:

@@ -25,13 +25,13 @@ from greenai.job import write_parent_run_id
 from greenai.locks import store_lock
 from greenai.reachability import check_reachable
 from greenai.redaction import redact, redact_logs, redact_text
-from greenai.report.analysis import sweep_summary
-from greenai.report.runs import row_from_run
+from greenai.run_rows import row_from_run
 from greenai.sweep.naming import is_greenai_sweep, searcher_name, study_name
 from greenai.sweep.owner import owner_alive
 from greenai.sweep.study_link import Pruned, study_trials
 from greenai.sweep.preflight import check_jobs, job_override_lists
 from greenai.sweep.sweeper import check_space, parse_space, sweep_params
+from greenai.sweep_totals import sweep_summary
 
 log = logging.getLogger(__name__)
 RESULTS_FILE = "optimization_results.yaml"
