@@ -155,7 +155,9 @@ def eta_squared(groups: Sequence[Sequence[float]]) -> float | None:
     return between / total
 
 
-def factor_groups(rows: Sequence[TrialRow], factor: str, metric: Callable[[TrialRow], float | None]) -> list[list[float]]:
+def factor_groups(
+    rows: Sequence[TrialRow], factor: str, metric: Callable[[TrialRow], float | None]
+) -> list[list[float]]:
     groups: dict[object, list[float]] = defaultdict(list)
     for row in rows:
         value, level = metric(row), LAYER_FACTORS[factor](row)

@@ -9,6 +9,7 @@ from greenai.errors import GreenAIError
 from greenai.run_rows import GROSS, NET, TrialRow, row_from_run
 from greenai.tracking import all_runs
 
+
 @dataclass(frozen=True)
 class SweepInfo:
     run_id: str
@@ -65,7 +66,9 @@ def load(mlflow: Any, experiment: str, sweep: str | None = None, energy_metric: 
     if sweep is not None:
         sweeps = [s for s in sweeps if sweep in (s.run_id, s.name)]
         if not sweeps:
-            raise GreenAIError(f"report.sweep={sweep}: no sweep (parent run) with that id or name in experiment {experiment}")
+            raise GreenAIError(
+                f"report.sweep={sweep}: no sweep (parent run) with that id or name in experiment {experiment}"
+            )
         runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == sweeps[0].run_id]
     trials = [r for r in runs if r.data.tags.get("greenai.run_kind", "trial") == "trial"]
     rows, skipped = [], []
@@ -73,7 +76,11 @@ def load(mlflow: Any, experiment: str, sweep: str | None = None, energy_metric: 
         row = row_from_run(run, energy_metric)
         missing = [k for k in ("accuracy", energy_metric) if k not in row.metrics]
         if row.state == "finished" and missing:
-            why = "no idle measurement (energy estimated, or an older greenai)" if missing == [NET] else "an older greenai or energy=off"
+            why = (
+                "no idle measurement (energy estimated, or an older greenai)"
+                if missing == [NET]
+                else "an older greenai or energy=off"
+            )
             skipped.append(f"{row.name or row.run_id} (no {', '.join(missing)}: {why})")
         rows.append(row)
     if not any(r.state in ("finished", "pruned") and r.accuracy is not None for r in rows):
