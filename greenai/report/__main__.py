@@ -14,6 +14,7 @@ from greenai import tracking
 from greenai.errors import GreenAIError, command_line_errors, fail
 from greenai.report import runs as run_reader
 from greenai.report.document import build
+from greenai.report.run_cache import CACHE_FILE, Reading
 from greenai.report.settings import EnergyBasis, ReportConfig, ReportOptions, check
 from greenai.run_rows import GROSS, NET
 
@@ -35,8 +36,10 @@ def report(cfg: DictConfig) -> Path:
         )
     mlflow = tracking.client(uri)
     metric = NET if options.energy is EnergyBasis.net else GROSS
-    runs = run_reader.load(mlflow, cfg.tracking.experiment, options.sweep, metric)
     out = Path(launch_dir) / options.out_dir
+    cache = out / CACHE_FILE if options.cache else None
+    runs = run_reader.load(mlflow, cfg.tracking.experiment, options.sweep, metric, cache)
+    log.info("%s", reading_line(runs.reading, cache))
     title = f"{runs.experiment}" + (f", sweep {runs.sweeps[0].name}" if options.sweep else "")
     result = build(runs, options, out, title)
     if options.sweep:
@@ -52,6 +55,16 @@ def report(cfg: DictConfig) -> Path:
         f", and logged to sweep run {runs.sweeps[0].run_id}" if options.sweep else "",
     )
     return out
+
+
+def reading_line(reading: Reading, cache: Path | None) -> str:
+    """How the runs were read: all of them from MLflow, or what changed since the last report."""
+    if reading.full:
+        return f"{reading.fetched} runs read from MLflow" + (f" (kept in {cache} for the next report)" if cache else "")
+    return (
+        f"{reading.cached} runs from the report's cache, {reading.fetched} read from MLflow (new, open or ended "
+        f"since the last report), {reading.dropped} left out (deleted)"
+    )
 
 
 @hydra.main(config_path=CONF_DIR, config_name="report")

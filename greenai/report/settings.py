@@ -49,6 +49,9 @@ class ReportOptions(ReportSettings):
     sweep: str | None = None
     # Where report.md and the PNG figures go, from the folder the command was started in.
     out_dir: str = "reports/${tracking.experiment}"
+    # Keep the runs read in a file beside report.md, and read again only what changed (see
+    # greenai/report/run_cache.py for what counts as changed); false: read every run, keep nothing.
+    cache: bool = True
 
 
 @dataclass
