@@ -42,14 +42,16 @@ def bare_loop(trials: int, train_size: int, cache: str) -> None:
 
 def timed_bare(trials: int, args: argparse.Namespace, cache: Path) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, __file__, "--bare", str(trials), "--train-size", str(args.train_size), "--cache", str(cache)], check=True)
+    subprocess.run([sys.executable, __file__, "--bare", str(trials), "--train-size", str(args.train_size),
+                    "--cache", str(cache)], check=True)
     return time.perf_counter() - start
 
 
 def timed_multirun(trials: int, args: argparse.Namespace, work: Path) -> float:
     work.mkdir()
     seeds = ",".join(str(s) for s in range(1, trials + 1))
-    return run(work, "-m", f"seed={seeds}", "epochs=1", f"dataset.train_size={args.train_size}", "dataset.test_size=1000",
+    return run(work, "-m", f"seed={seeds}", "epochs=1", f"dataset.train_size={args.train_size}",
+               "dataset.test_size=1000",
                f"dataset.cache_dir={work.parent / 'cache'}")
 
 
@@ -74,7 +76,8 @@ def main() -> None:
     print(f"one-epoch SimpleCNN trials on {args.train_size} Fashion-MNIST images, CPU; wall time of whole processes")
     for n in (args.small, args.large):
         print(f"  N={n:3d}: bare loop {bare[n]:6.2f} s   greenai multirun {multi[n]:6.2f} s")
-    print(f"  per trial: bare {per_bare:.3f} s, greenai {per_multi:.3f} s -> overhead {per_multi - per_bare:.3f} s per trial (target < 0.5 s)")
+    print(f"  per trial: bare {per_bare:.3f} s, greenai {per_multi:.3f} s -> overhead {per_multi - per_bare:.3f} s "
+          "per trial (target < 0.5 s)")
     fixed = (multi[args.small] - per_multi * args.small) - (bare[args.small] - per_bare * args.small)
     print(f"  paid once per command: {fixed:.2f} s more than the bare loop (Hydra, MLflow store, Optuna/Zeus imports)")
     print(f"  ratio of per-trial times (greenai / bare): {per_multi / per_bare:.2f}")

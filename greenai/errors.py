@@ -69,6 +69,8 @@ def one_line(exc: BaseException) -> str:
     if unknown_key:
         hint = re.search(r"Did you mean: '([^']+)'", joined)
         return f"{unknown_key.group(1)}: no such key" + (f" (did you mean {hint.group(1)}?)" if hint else " (to add one, prefix it with +)")
+    # An enum key given a value outside it: say what is allowed as greenai's own checks do.
+    joined = re.sub(r"Invalid value '[^']*', expected one of \[([^\]]*)\]", r"must be one of \1", joined)
     merging = re.match(r"Error merging override (\S+) (.*)", joined)
     return f"{merging.group(1)}: {merging.group(2)}" if merging else joined
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking.context.registry import resolve_tags
 
@@ -173,14 +173,15 @@ def open_run(store: StoreURL | str, experiment: str, run_name: str, tags: Mappin
     close_run(run, None)
 
 
-def all_runs(mlflow: Any, experiment_ids: str | list[str], filter_string: str = "") -> list:
+def all_runs(mlflow: Any, experiment_ids: str | list[str], filter_string: str = "", view: int = ViewType.ACTIVE_ONLY) -> list:
     """Every run of the experiment(s) that matches `filter_string`, oldest first, over all of
-    MLflow's result pages."""
+    MLflow's result pages; `view`: active runs (MLflow's default), deleted ones, or all."""
     experiment_ids = [experiment_ids] if isinstance(experiment_ids, str) else experiment_ids
     runs, token = [], None
     while True:
         page = mlflow.search_runs(
-            experiment_ids, filter_string=filter_string, max_results=1000, order_by=["attributes.start_time ASC"], page_token=token
+            experiment_ids, filter_string=filter_string, run_view_type=view, max_results=1000,
+            order_by=["attributes.start_time ASC"], page_token=token
         )
         runs.extend(page)
         token = page.token

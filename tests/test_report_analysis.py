@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from greenai.report import analysis as an
-from greenai.report.runs import TrialRow
+from greenai.run_rows import TrialRow
 
 
 def row(round_, acc, energy, state="finished", conv=None, relu=None):
@@ -19,11 +19,6 @@ def test_convergence_counts_failed_rounds_and_their_energy():
     assert curve.best_so_far == [0.5, 0.5, 0.8, 0.8, 0.81]
     assert (curve.best, curve.round_best, curve.round_within) == (0.81, 5, 3)
     assert curve.energy_to_within == 27 and curve.energy_total == 47
-
-
-def test_pareto_front_keeps_only_non_dominated_points():
-    points = [(0.9, 100), (0.8, 50), (0.85, 120), (0.8, 60), (0.7, 40), (0.9, 100)]
-    assert an.pareto_front(points) == [4, 1, 0, 5]
 
 
 def test_cheapest_within_margin():

@@ -69,7 +69,10 @@ def test_convergence_rounds_match_the_runs(store):
 
 def test_pareto_set_matches_the_runs(store):
     runs = trial_runs(mlflow_runs(store))
-    points = {r.info.run_name + r.data.tags["greenai.round"]: (r.data.metrics["accuracy"], r.data.metrics["energy_j"]) for r in runs}
+    points = {
+        r.info.run_name + r.data.tags["greenai.round"]: (r.data.metrics["accuracy"], r.data.metrics["energy_j"])
+        for r in runs
+    }
     front = {k for k, (a, e) in points.items()
              if not any(a2 >= a and e2 <= e and (a2, e2) != (a, e) for a2, e2 in points.values())}
     listed = {r[0] + r[1] for r in table_rows(report_text(store), "| run | round | accuracy | energy |")}
@@ -136,7 +139,8 @@ def test_runs_from_an_older_greenai_are_skipped_with_a_note(store):
 )
 def test_what_does_not_exist_is_a_clear_error(store, args, message):
     proc = greenai_in(store, "report", *args, check=False)
-    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(f"greenai: error: {message}"), proc.stderr
+    last_line = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and last_line.startswith(f"greenai: error: {message}"), proc.stderr
 
 
 def test_an_experiment_without_finished_runs_is_a_clear_error(store):

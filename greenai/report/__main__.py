@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
@@ -12,28 +11,16 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from greenai import tracking
-from greenai.config import TrackingConfig
 from greenai.errors import GreenAIError, command_line_errors, fail
 from greenai.report import runs as run_reader
-from greenai.report.document import ReportSettings, build
+from greenai.report.document import build
+from greenai.report.run_cache import CACHE_FILE, Reading
+from greenai.report.settings import EnergyBasis, ReportConfig, ReportOptions, check
+from greenai.run_rows import GROSS, NET
 from greenai.stores import StoreURL
 
 log = logging.getLogger("greenai.report")
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
-
-
-@dataclass
-class ReportOptions(ReportSettings):
-    """`report.*`: which runs, where the files go, and the settings of the analysis."""
-
-    sweep: str | None = None
-    out_dir: str = "reports/greenai"
-
-
-@dataclass
-class ReportConfig:
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    report: ReportOptions = field(default_factory=ReportOptions)
 
 
 ConfigStore.instance().store(name="report_schema", node=ReportConfig, replace=True)
@@ -41,18 +28,19 @@ ConfigStore.instance().store(name="report_schema", node=ReportConfig, replace=Tr
 
 def report(cfg: DictConfig) -> Path:
     options: ReportOptions = OmegaConf.to_object(cfg.report)  # type: ignore[assignment]
-    if options.tolerance < 0 or options.accuracy_margin < 0 or options.grid_g_co2e_per_kwh < 0:
-        raise GreenAIError("report.tolerance, report.accuracy_margin and report.grid_g_co2e_per_kwh must be >= 0")
+    check(options)
     launch_dir = HydraConfig.get().runtime.cwd
     store = StoreURL.parse(cfg.tracking.uri, launch_dir)
     if store.kind == "sqlite" and store.path is not None and not store.path.is_file():
-        raise GreenAIError(f"tracking.uri={cfg.tracking.uri}: no MLflow store there (run a sweep first, or point at yours)")
+        raise GreenAIError(
+            f"tracking.uri={cfg.tracking.uri}: no MLflow store there (run a sweep first, or point at yours)"
+        )
     mlflow = tracking.client(store)
-    if options.energy not in ("gross", "net"):
-        raise GreenAIError(f"report.energy={options.energy}: must be gross or net")
-    metric = run_reader.NET if options.energy == "net" else run_reader.GROSS
-    runs = run_reader.load(mlflow, cfg.tracking.experiment, options.sweep, metric)
+    metric = NET if options.energy is EnergyBasis.net else GROSS
     out = Path(launch_dir) / options.out_dir
+    cache = out / CACHE_FILE if options.cache else None
+    runs = run_reader.load(mlflow, cfg.tracking.experiment, options.sweep, metric, cache)
+    log.info("%s", reading_line(runs.reading, cache))
     title = f"{runs.experiment}" + (f", sweep {runs.sweeps[0].name}" if options.sweep else "")
     result = build(runs, options, out, title)
     if options.sweep:
@@ -61,9 +49,23 @@ def report(cfg: DictConfig) -> Path:
             mlflow.log_artifact(parent, str(path), artifact_path="report")
     for line in result.summary:
         log.info(line)
-    log.info("report written to %s (%d figures)%s", out / "report.md", len(result.figures),
-             f", and logged to sweep run {runs.sweeps[0].run_id}" if options.sweep else "")
+    log.info(
+        "report written to %s (%d figures)%s",
+        out / "report.md",
+        len(result.figures),
+        f", and logged to sweep run {runs.sweeps[0].run_id}" if options.sweep else "",
+    )
     return out
+
+
+def reading_line(reading: Reading, cache: Path | None) -> str:
+    """How the runs were read: all of them from MLflow, or what changed since the last report."""
+    if reading.full:
+        return f"{reading.fetched} runs read from MLflow" + (f" (kept in {cache} for the next report)" if cache else "")
+    return (
+        f"{reading.cached} runs from the report's cache, {reading.fetched} read from MLflow (new, open or ended "
+        f"since the last report), {reading.dropped} left out (deleted)"
+    )
 
 
 @hydra.main(config_path=CONF_DIR, config_name="report")

@@ -7,30 +7,10 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from greenai.report.runs import TrialRow
+from greenai.run_rows import TrialRow
+from greenai.sweep_totals import by_round, scored
 
 JOULES_PER_KWH = 3.6e6
-
-
-def scored(rows: Sequence[TrialRow]) -> list[TrialRow]:
-    """Finished trials with both an accuracy and an energy: those the accuracy-against-energy
-    comparisons can place, in their given order."""
-    return [r for r in rows if r.state == "finished" and r.accuracy is not None and r.energy_j is not None]
-
-
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point dominates, maximising the first value (accuracy)
-    and minimising the second (energy), ordered by energy. Identical points are all kept."""
-    front = []
-    for i, (acc_i, energy_i) in enumerate(points):
-        dominated = any(
-            acc_j >= acc_i and energy_j <= energy_i and (acc_j > acc_i or energy_j < energy_i)
-            for j, (acc_j, energy_j) in enumerate(points)
-            if j != i
-        )
-        if not dominated:
-            front.append(i)
-    return sorted(front, key=lambda i: (points[i][1], -points[i][0]))
 
 
 def best_so_far(values: Sequence[float | None]) -> list[float | None]:
@@ -50,11 +30,6 @@ def first_round_reaching(values: Sequence[float | None], target: float, toleranc
         if value is not None and value >= target - tolerance:
             return round_number
     return None
-
-
-def by_round(rows: Sequence[TrialRow]) -> list[TrialRow]:
-    """A sweep's trials in round order (rows without a round go last, in start order)."""
-    return sorted(rows, key=lambda r: (r.round is None, r.round or 0))
 
 
 @dataclass(frozen=True)
@@ -180,7 +155,9 @@ def eta_squared(groups: Sequence[Sequence[float]]) -> float | None:
     return between / total
 
 
-def factor_groups(rows: Sequence[TrialRow], factor: str, metric: Callable[[TrialRow], float | None]) -> list[list[float]]:
+def factor_groups(
+    rows: Sequence[TrialRow], factor: str, metric: Callable[[TrialRow], float | None]
+) -> list[list[float]]:
     groups: dict[object, list[float]] = defaultdict(list)
     for row in rows:
         value, level = metric(row), LAYER_FACTORS[factor](row)
@@ -212,35 +189,3 @@ def kwh(joules: float) -> float:
 
 def grams_co2e(joules: float, grams_per_kwh: float) -> float:
     return kwh(joules) * grams_per_kwh
-
-
-# ------------------------------------------------------------------ the sweep's parent run
-
-
-def sweep_summary(rows: Sequence[TrialRow], two_objectives: bool) -> dict[str, object]:
-    """The figures a sweep's parent run holds, from its trials' rows."""
-    ordered = by_round(rows)
-    count = {state: sum(1 for r in ordered if r.state == state) for state in ("finished", "pruned", "failed", "killed")}
-    done = [r for r in ordered if r.state == "finished" and r.accuracy is not None]
-    energies = [r.energy_j for r in ordered if r.energy_j is not None]
-    net = [r.metrics["net_energy_j"] for r in ordered if "net_energy_j" in r.metrics]
-    summary: dict[str, object] = {
-        "trials": len(ordered),
-        **{f"trials_{state}": n for state, n in count.items()},
-        "energy_j": sum(energies) if energies else None,
-        "net_energy_j": sum(net) if net else None,
-        "seconds": sum(r.seconds for r in ordered if r.seconds is not None),
-        "energy_sources": sorted({r.energy_source for r in ordered if r.energy_source}),
-    }
-    if done:
-        best = max(r.accuracy for r in done)
-        first = next(r for r in done if r.accuracy == best)
-        summary.update(best_accuracy=best, best_round=first.round, best_run_id=first.run_id)
-    if two_objectives:
-        measured = scored(ordered)
-        front = pareto_front([(r.accuracy, r.energy_j) for r in measured])
-        summary["pareto"] = [
-            {"round": measured[i].round, "run_id": measured[i].run_id, "accuracy": measured[i].accuracy, "energy_j": measured[i].energy_j}
-            for i in front
-        ]
-    return summary

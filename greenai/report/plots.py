@@ -1,5 +1,6 @@
 """The report's figures (matplotlib, no display needed). Each says what it compares in its
-title, labels its axes with units, and marks estimated energy as such."""
+title, labels its axes with units, and marks estimated energy "(est.)" as the tables do.
+Each figure is built by a `*_figure` function (tests read its axes) and saved by `*_plot`."""
 
 from __future__ import annotations
 
@@ -10,26 +11,33 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: works on machines with no display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from greenai.report.analysis import Convergence, Level  # noqa: E402
-from greenai.report.runs import TrialRow  # noqa: E402
+from greenai.run_rows import TrialRow  # noqa: E402
 
 DPI = 120
 
 
-def energy_label(estimated: bool, mixed: bool) -> str:
+def energy_axis(what: str, estimated: bool, mixed: bool = False) -> str:
+    """An energy axis label: its unit, then whether the energy is measured or estimated."""
     if mixed:
-        return "energy per trial (J; hollow = estimated, filled = measured)"
-    return "energy per trial (J, estimated)" if estimated else "energy per trial (J, measured)"
+        return f"{what}, J (hollow = est., filled = measured)"
+    return f"{what}, J (est.)" if estimated else f"{what}, J (measured)"
 
 
 def convergence_plot(panels: dict[str, dict[str, Convergence]], path: Path) -> Path:
+    return save(convergence_figure(panels), path)
+
+
+def convergence_figure(panels: dict[str, dict[str, Convergence]]) -> Figure:
     """Best-so-far accuracy by round: one panel per model/dataset/space, one line per searcher."""
     cols = min(3, len(panels))
     rows = (len(panels) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(max(7.5, 5.2 * cols), 4.2 * rows), squeeze=False)
-    for ax, (title, curves) in zip(axes.flat, panels.items()):
+    # The grid may hold more axes than panels: the spare ones are switched off below.
+    for ax, (title, curves) in zip(axes.flat, panels.items(), strict=False):
         for searcher, conv in sorted(curves.items()):
             xs = [i + 1 for i, v in enumerate(conv.best_so_far) if v is not None]
             ys = [v for v in conv.best_so_far if v is not None]
@@ -44,53 +52,85 @@ def convergence_plot(panels: dict[str, dict[str, Convergence]], path: Path) -> P
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.suptitle("Best accuracy reached after each round, by searcher", fontsize=12)
-    return _save(fig, path)
+    return fig
 
 
 def pareto_plot(rows: Sequence[TrialRow], front: Sequence[TrialRow], path: Path, estimated: bool, mixed: bool) -> Path:
-    """Every trial as a point (finished, pruned, failed apart), the Pareto front drawn."""
+    return save(pareto_figure(rows, front, estimated, mixed), path)
+
+
+def pareto_figure(rows: Sequence[TrialRow], front: Sequence[TrialRow], estimated: bool, mixed: bool) -> Figure:
+    """Every trial as a point (finished, pruned, failed apart; hollow where estimated among
+    measured ones), the Pareto front drawn."""
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    styles = {"finished": ("o", "tab:blue"), "pruned": ("v", "tab:orange"), "failed": ("x", "tab:red"), "killed": ("x", "tab:gray")}
+    styles = {
+        "finished": ("o", "tab:blue"),
+        "pruned": ("v", "tab:orange"),
+        "failed": ("x", "tab:red"),
+        "killed": ("x", "tab:gray"),
+    }
     for state, (marker, color) in styles.items():
         points = [r for r in rows if r.state == state and r.energy_j is not None and r.accuracy is not None]
         label = f"{state} ({len(points)})"
-        for hollow, group in ((False, [r for r in points if not (mixed and r.estimated)]), (True, [r for r in points if mixed and r.estimated])):
+        for hollow, group in (
+            (False, [r for r in points if not (mixed and r.estimated)]),
+            (True, [r for r in points if mixed and r.estimated]),
+        ):
             if group:
                 face = "none" if hollow and marker != "x" else color
-                ax.scatter([r.energy_j for r in group], [r.accuracy for r in group], marker=marker,
-                           facecolors=face, edgecolors=color, alpha=0.8, label=label)
+                ax.scatter(
+                    [r.energy_j for r in group],
+                    [r.accuracy for r in group],
+                    marker=marker,
+                    facecolors=face,
+                    edgecolors=color,
+                    alpha=0.8,
+                    label=label,
+                )
                 label = None  # one legend entry per state
     if front:
-        ax.plot([r.energy_j for r in front], [r.accuracy for r in front], "-", color="tab:green", lw=2, label=f"Pareto front ({len(front)})")
-    ax.set_xlabel(energy_label(estimated, mixed))
+        ax.plot(
+            [r.energy_j for r in front],
+            [r.accuracy for r in front],
+            "-",
+            color="tab:green",
+            lw=2,
+            label=f"Pareto front ({len(front)})",
+        )
+    ax.set_xlabel(energy_axis("energy per trial", estimated, mixed))
     ax.set_ylabel("test accuracy")
     ax.set_title("Accuracy vs energy: each trial, and the trials no other beats on both")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9, loc="lower right")
-    return _save(fig, path)
+    return fig
 
 
 def layers_plot(tables: dict[str, list[Level]], path: Path, estimated: bool) -> Path:
+    return save(layers_figure(tables, estimated), path)
+
+
+def layers_figure(tables: dict[str, list[Level]], estimated: bool) -> Figure:
     """Mean energy (bars) and mean accuracy (line) by number of conv / linear / ReLU layers."""
     fig, axes = plt.subplots(1, len(tables), figsize=(max(7.5, 4.8 * len(tables)), 4.0), squeeze=False)
-    for ax, (factor, table) in zip(axes.flat, tables.items()):
+    for ax, (factor, table) in zip(axes.flat, tables.items(), strict=True):
         labels = [("on" if lv.value else "off") if factor == "relu" else str(lv.value) for lv in table]
         positions = list(range(len(table)))  # numeric positions: the counts are labels, not a scale
         ax.bar(positions, [lv.mean_energy for lv in table], color="tab:olive", alpha=0.7)
         ax.set_xticks(positions, labels)
-        ax.set_xlabel({"conv_layers": "conv layers", "linear_layers": "linear layers", "relu": "ReLU"}.get(factor, factor))
-        ax.set_ylabel(f"mean energy per trial (J{', estimated' if estimated else ''})")
+        ax.set_xlabel(
+            {"conv_layers": "conv layers", "linear_layers": "linear layers", "relu": "ReLU"}.get(factor, factor)
+        )
+        ax.set_ylabel(energy_axis("mean energy per trial", estimated))
         twin = ax.twinx()
         twin.plot(positions, [lv.mean_accuracy for lv in table], "o-", color="tab:blue")
         twin.set_ylabel("mean test accuracy", color="tab:blue")
         ax.set_title(f"by {factor}", fontsize=10)
     fig.suptitle("Layer study: energy (bars) and accuracy (line) by layer count", fontsize=12)
-    return _save(fig, path)
+    return fig
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
-

@@ -30,8 +30,8 @@ from greenai.owner import owner_alive, owner_id
 from greenai.preflight import check_jobs, job_override_lists
 from greenai.reachability import check_reachable
 from greenai.redaction import redact_logs, redact_text
-from greenai.report.analysis import sweep_summary
-from greenai.report.runs import row_from_run
+from greenai.sweep_totals import sweep_summary
+from greenai.run_rows import row_from_run
 from greenai.stores import StoreURL
 from greenai.sweep.storage import make_storage, study_trials
 from greenai.sweep.study_link import Pruned

@@ -128,10 +128,13 @@ class GreenOptunaSweeper(Sweeper):
     def _open_study(self, space: SearchSpace, directions: list[str]) -> SweepStudy:
         name = study_name(self.config)
         grace = int(self.config.sweep.heartbeat_grace_seconds)
-        sampler = self._make_sampler(space, existing_trials(self.store, name, grace))
         # Multi-objective studies with a pruner were refused by check_sweep, before any run.
         pruner = make_pruner(self.config.sweep.pruner) if len(directions) == 1 else None
-        return SweepStudy(self.store, name, sampler, pruner, directions, grace)
+        # Under the study's lock: of several workers starting together, exactly one creates the
+        # study with the command's seed; the others find it and shift theirs.
+        with self.store.lock(f"study:{name}"):
+            sampler = self._make_sampler(space, existing_trials(self.store, name, grace))
+            return SweepStudy(self.store, name, sampler, pruner, directions, grace)
 
     def _directions(self) -> list[str]:
         directions = self.directions
