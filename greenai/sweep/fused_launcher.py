@@ -24,11 +24,8 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
-from greenai import fusion
 from greenai.errors import interrupt_on_sigterm
 from greenai.redaction import redact_logs
-from greenai.trial_runner import PreparedTrial, run_alone, run_fused
-from greenai.trial_setup import open_record, prepare
 
 log = logging.getLogger(__name__)
 TARGET = "greenai.sweep.fused_launcher.FusedLauncher"
@@ -45,8 +42,13 @@ def register() -> None:
     ConfigStore.instance().store(group="hydra/launcher", name="fused", node=FusedLauncherConf, provider="greenai", replace=True)
 
 
-def prepare_trial(cfg: DictConfig) -> PreparedTrial:
+def prepare_trial(cfg: DictConfig) -> Any:
     """The task each job runs under Hydra's run_job: everything up to training."""
+    # Training code (torch) is imported when a batch is launched, not when Hydra loads its
+    # plugins at every command's start (the report's too).
+    from greenai.trial_runner import PreparedTrial
+    from greenai.trial_setup import open_record, prepare
+
     interrupt_on_sigterm()
     redact_logs()
     setup = prepare(cfg)
@@ -70,8 +72,10 @@ class FusedLauncher(Launcher):
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         log.info("Launching %d jobs fused", len(job_overrides))
         returns = [self._prepare(initial_job_idx + i, overrides) for i, overrides in enumerate(job_overrides)]
+        from greenai.trial_runner import run_alone, run_fused
+
         ready = [i for i, r in enumerate(returns) if r.status is JobStatus.COMPLETED]
-        trials: list[PreparedTrial] = [returns[i].return_value for i in ready]
+        trials = [returns[i].return_value for i in ready]
         for group in self._groups(trials):
             outcomes = run_fused([trials[g] for g in group]) if trials[group[0]].setup.fused else [run_alone(trials[group[0]])]
             for g, outcome in zip(group, outcomes, strict=True):
@@ -90,8 +94,10 @@ class FusedLauncher(Launcher):
         return run_job(hydra_context=self.hydra_context, task_function=prepare_trial, config=config,
                        job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
 
-    def _groups(self, trials: list[PreparedTrial]) -> list[list[int]]:
+    def _groups(self, trials: list[Any]) -> list[list[int]]:
         """Fused trials grouped by fusion key (at most max_group each); unfused ones alone."""
+        from greenai import fusion
+
         fused = [i for i, t in enumerate(trials) if t.setup.fused]
         groups = [[fused[g] for g in group] for group in fusion.group_for_fusion([trials[i].setup.config for i in fused], self.max_group)]
         return groups + [[i] for i, t in enumerate(trials) if not t.setup.fused]

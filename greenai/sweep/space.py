@@ -22,7 +22,6 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from greenai.errors import GreenAIError, fail
-from greenai.preflight import check_jobs
 
 # The Optuna sweeper plugin's parser of its own override syntax. It lives in the plugin's
 # private module, and there is no public one; this is greenai's only use of it.
@@ -140,6 +139,8 @@ def check_space(config: DictConfig) -> SearchSpace:
     """Compose a job at each end of each range (each choice) and refuse what training cannot take."""
     if config.sweep.pruner and len(config.objective.directions) > 1:
         fail("pruner: Optuna cannot prune a multi-objective study (objective=accuracy_energy); use pruner=none")
+    from greenai.preflight import check_jobs  # data and models: only when a sweep is checked
+
     space = parse_space(sweep_params(config))
     try:
         check_jobs(config, space.probes()[:MAX_SPACE_CHECKS])

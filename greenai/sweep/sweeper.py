@@ -34,7 +34,6 @@ from optuna.trial import TrialState
 from greenai.errors import fail, failure_reason
 from greenai.redaction import redact_logs
 from greenai.stores import StoreURL
-from greenai.sweep import packing
 from greenai.sweep.space import SearchSpace, check_space, parse_space
 from greenai.sweep.stopping import FailureBudget, stop_reason
 from greenai.sweep.study import FINISHED, WAIT_SECONDS, SweepStudy, existing_trials
@@ -147,7 +146,9 @@ class GreenOptunaSweeper(Sweeper):
         space = parse_space([f"{k}={v}" for k, v in (self.params or {}).items()] + arguments)
         directions = self._directions()
         study = self._open_study(space, directions)
-        batch_energy = packing.BatchEnergy.for_sweep(self.config, self.folder)
+        from greenai.sweep.packing import BatchEnergy  # torch, only once a sweep runs
+
+        batch_energy = BatchEnergy.for_sweep(self.config, self.folder)
         batch_size = max(self.n_jobs, batch_energy.trials_per_gpu)
         study.recover_interrupted(set(space.distributions))
         # Job numbers continue the study's trial numbers, so output folders stay distinct.
@@ -176,7 +177,7 @@ class GreenOptunaSweeper(Sweeper):
                 raise RuntimeError(failures.message())
         self._save(study, stop or "completed")
 
-    def _run_batch(self, study: SweepStudy, space: SearchSpace, trials: list[optuna.Trial], energy: packing.BatchEnergy) -> int:
+    def _run_batch(self, study: SweepStudy, space: SearchSpace, trials: list[optuna.Trial], energy: Any) -> int:
         """Launch one batch, attribute its energy where trials shared a GPU, tell each trial's
         outcome; the number of failed trials."""
         extend = functools.partial(self.extend, self.config) if self.extend else None
