@@ -13,6 +13,7 @@ for Optuna's journal-file storage.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,13 +87,19 @@ class StoreURL:
         sqlite or journal file, an advisory lock on PostgreSQL, nothing for servers that
         serialise writes themselves (MLflow's HTTP server)."""
         if self.kind in ("sqlite", "journal") and self.path is not None:
-            return file_lock(Path(f"{self.path}{LOCK_SUFFIX}"))
+            # One lock file per step's name: flock is not re-entrant, and different steps (creating
+            # the store, asking trials) need not wait for each other.
+            return file_lock(Path(f"{self.path}.{_short(name)}{LOCK_SUFFIX}"))
         if self.backend == "postgresql":
             return postgres_lock(self.url, name)
         return contextlib.nullcontext()
 
     def __str__(self) -> str:
         return self.url
+
+
+def _short(name: str) -> str:
+    return hashlib.sha1(name.encode()).hexdigest()[:8]
 
 
 def _absolute(path: str, base: str | Path) -> Path:

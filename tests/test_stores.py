@@ -23,8 +23,15 @@ def test_a_relative_sqlite_file_is_taken_from_the_launch_folder_and_keeps_its_qu
 def test_the_query_never_reaches_the_lock_file_name(tmp_path):
     store = StoreURL.parse("sqlite:///optuna.db?timeout=30", tmp_path)
     with store.lock():
-        assert (tmp_path / "optuna.db.greenai-lock").is_file()
-    assert not list(tmp_path.glob("*timeout*"))
+        (lock,) = tmp_path.glob("optuna.db.*.greenai-lock")
+    assert not list(tmp_path.glob("*timeout*")) and lock.is_file()
+
+
+def test_locks_of_different_steps_are_apart_and_a_step_can_nest_another(tmp_path):
+    store = StoreURL.parse("sqlite:///optuna.db", tmp_path)
+    with store.lock("study:s"), store.lock("create"):  # one lock file would deadlock here
+        pass
+    assert len(list(tmp_path.glob("optuna.db.*.greenai-lock"))) == 2
 
 
 @pytest.mark.parametrize("raw", ["journal:optuna.log", "journal:///ABS/optuna.log", "journal:/ABS/optuna.log"])
