@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from greenai import data, energy, fusion, models
+from greenai import data, devices, energy, fusion, models
 from greenai.config import DatasetConfig, DatasetName, EnergyBackend, EnergyConfig, ModelName
 from greenai.loop import Hyperparameters, fit, make_optimizer
 
@@ -122,6 +122,7 @@ def main() -> None:
         if args.device == "auto"
         else args.device
     )
+    devices.set_deterministic(False)  # as greenai's training runs by default
     meter = energy.make_meter(EnergyConfig(backend=EnergyBackend(args.energy)), device)
     label = f" {meter.source.value}"
     with tempfile.TemporaryDirectory() as cache:

@@ -80,10 +80,12 @@ def describe(device: torch.device) -> str:
 
 
 def set_deterministic(enabled: bool) -> None:
-    """cuDNN's deterministic algorithms and no benchmark-mode autotuning: the same seed gives the
-    same weights run after run on one GPU, at some cost in speed. Off: torch's defaults."""
+    """On: cuDNN's deterministic algorithms and no autotuning, so the same seed gives the same
+    weights run after run on one GPU, at some cost in speed. Off: cuDNN picks the fastest
+    algorithm for each shape once (a trial's shapes repeat every step; a fused group's grouped
+    convolutions gain about a tenth on an H200)."""
     torch.backends.cudnn.deterministic = enabled
-    torch.backends.cudnn.benchmark = False if enabled else torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = not enabled
 
 
 def gpus_for_trial(device: str = "auto") -> int:

@@ -62,11 +62,10 @@ class TrialFigures:
         """The run's final figures (energy ones are None when energy is off)."""
         train_j = self.train_energy_j
         eval_j = self._total(self.eval_windows, "total_j")
-        train_s = self._total(self.train_windows, "seconds")
-        eval_s = self._total(self.eval_windows, "seconds")
-        # Idle power is charged for each window's share of time (all of it, unless shared).
-        charged_train = self._total(self.train_windows, "charged") or 0.0
-        charged = charged_train + (self._total(self.eval_windows, "charged") or 0.0)
+        # A trial's time is its share of each window: all of it, unless the window was shared
+        # (fused, packed); the shares of a group's trials add up to the group's time.
+        train_s = self._total(self.train_windows, "charged")
+        eval_s = self._total(self.eval_windows, "charged")
         samples = self.train_images * len(self.epochs)
         figures: dict[str, float | None] = {
             "accuracy": self.accuracy,
@@ -85,8 +84,8 @@ class TrialFigures:
         }
         if self.idle is not None:
             figures["idle_power_w"] = self.idle.watts
-            figures["train_net_energy_j"] = self.idle.net(train_j, charged_train)
-            figures["net_energy_j"] = self.idle.net(figures["energy_j"], charged)
+            figures["train_net_energy_j"] = self.idle.net(train_j, train_s or 0.0)
+            figures["net_energy_j"] = self.idle.net(figures["energy_j"], figures["busy_seconds"])
         return figures
 
 
@@ -96,11 +95,11 @@ def epoch_metrics(result: EpochResult, idle: IdlePower | None = None) -> dict[st
         "train_loss": result.train_loss,
         "test_loss": result.test_loss,
         "test_accuracy": result.test_accuracy,
-        "epoch_seconds": result.train.seconds,
+        "epoch_seconds": result.train.charged,
         "epoch_energy_j": result.train.total_j,
         "epoch_gpu_energy_j": result.train.gpu_j,
         "epoch_cpu_energy_j": result.train.cpu_j,
-        "eval_seconds_epoch": result.eval.seconds,
+        "eval_seconds_epoch": result.eval.charged,
         "eval_energy_j_epoch": result.eval.total_j,
     }
 
