@@ -150,7 +150,8 @@ def register_schema() -> None:
 
 def to_typed(cfg: DictConfig) -> TrainConfig:
     """Turn a composed DictConfig (possibly holding `hydra`) into a checked TrainConfig."""
-    plain = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
+    # A job's own config has no `hydra` node: no copy needed (copies cost a fused trial dearly).
+    plain = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]) if "hydra" in cfg else cfg
     merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), plain)
     typed = OmegaConf.to_object(merged)
     assert isinstance(typed, TrainConfig)

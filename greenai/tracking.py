@@ -123,11 +123,21 @@ class RunLogger:
         self.mlflow.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in values.items()])
 
     def metrics(self, values: Mapping[str, float | None], step: int = 0) -> None:
-        now = int(time.time() * 1000)
-        self.mlflow.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items() if v is not None])
+        self.mlflow.log_batch(self.run_id, metrics=metric_points(values, step))
 
     def text(self, text: str, artifact_file: str) -> None:
         self.mlflow.log_text(self.run_id, text, artifact_file)
+
+    def log(self, params: Mapping[str, object] | None = None, metrics: list[Metric] | None = None,
+            tags: Mapping[str, object] | None = None) -> None:
+        """Params, metrics (at their steps) and tags in one batch: one write to the store."""
+        self.mlflow.log_batch(self.run_id, metrics=metrics or [], params=[Param(k, str(v)) for k, v in (params or {}).items()],
+                              tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+
+
+def metric_points(values: Mapping[str, float | None], step: int = 0) -> list[Metric]:
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, step) for k, v in values.items() if v is not None]
 
 
 def end_state(exc: BaseException | None) -> tuple[str, str]:
@@ -145,13 +155,23 @@ def end_state(exc: BaseException | None) -> tuple[str, str]:
     return "FAILED", "failed"
 
 
-def close_run(run: RunLogger, exc: BaseException | None) -> None:
-    status, state = end_state(exc)
+def ending_tags(exc: BaseException | None) -> dict[str, object]:
+    """The tags that say how a run ended (its greenai state, and why if it failed)."""
+    state = end_state(exc)[1]
     tags: dict[str, object] = {names.TRIAL_STATE: state}
     if exc is not None and state in ("failed", "killed"):
         tags[names.FAILURE_REASON] = failure_reason(exc)
-    run.tags(tags)
-    run.mlflow.set_terminated(run.run_id, status=status)
+    return tags
+
+
+def close_run(run: RunLogger, exc: BaseException | None) -> None:
+    """End the run with the status `exc` implies."""
+    run.tags(ending_tags(exc))
+    terminate(run, exc)
+
+
+def terminate(run: RunLogger, exc: BaseException | None) -> None:
+    run.mlflow.set_terminated(run.run_id, status=end_state(exc)[0])
 
 
 def create_run(mlflow: Any, experiment: str, run_name: str, tags: Mapping[str, object]) -> RunLogger:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import time
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 import torch
+from mlflow.entities import Metric
 from omegaconf import DictConfig, OmegaConf
 
 from greenai import devices, models, names, tracking
@@ -46,7 +48,7 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
 
 
 def without_hydra(cfg: DictConfig) -> DictConfig:
-    return OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
+    return OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]) if "hydra" in cfg else cfg
 
 
 def flat_params(cfg: DictConfig) -> dict[str, object]:
@@ -58,6 +60,12 @@ def flat_params(cfg: DictConfig) -> dict[str, object]:
         if isinstance(flat.get(key), str):
             flat[key] = redact(flat[key])
     return flat
+
+
+@functools.cache
+def architecture_summary(spec: models.ArchitectureSpec) -> dict[str, int]:
+    """Parameters, MACs and layer counts: the same for every trial of one architecture."""
+    return models.summarize(models.build(spec), spec.input_shape).as_dict()
 
 
 @functools.cache
@@ -123,6 +131,27 @@ def spent(figures: TrialFigures) -> str:
     return f"energy {joules:.1f} J ({figures.source.value})"
 
 
+# Per-epoch metrics reach MLflow at most this long after their epoch: written in batches, as a
+# fused group's trials end their epochs in a fraction of a second, and each write costs one
+# store transaction.
+FLUSH_SECONDS = 5.0
+
+
+@dataclass
+class Pending:
+    """What a run has still to write: params, metrics at their steps, tags."""
+
+    params: dict[str, object] = field(default_factory=dict)
+    metrics: list[Metric] = field(default_factory=list)
+    tags: dict[str, object] = field(default_factory=dict)
+    since: float = field(default_factory=time.monotonic)
+
+    def take(self) -> tuple[dict[str, object], list[Metric], dict[str, object]]:
+        taken = (self.params, self.metrics, self.tags)
+        self.params, self.metrics, self.tags, self.since = {}, [], {}, time.monotonic()
+        return taken
+
+
 @dataclass
 class TrialRecord:
     """One trial's MLflow run and Optuna trial while it trains."""
@@ -133,6 +162,7 @@ class TrialRecord:
     figures: TrialFigures
     job: JobContext
     epochs_total: int
+    pending: Pending = field(default_factory=Pending)
 
     @classmethod
     def open(cls, store: StoreURL, experiment: str, name: str, tags: dict[str, object], link: StudyLink,
@@ -143,32 +173,35 @@ class TrialRecord:
 
     def describe(self, cfg: DictConfig, spec: models.ArchitectureSpec, meter: Meter) -> None:
         """What the run is: config, architecture, the composed config file, an estimate warning."""
-        summary = models.summarize(models.build(spec), spec.input_shape).as_dict()
-        self.run.params({**flat_params(cfg), **{f"arch.{k}": v for k, v in summary.items()}})
-        self.run.metrics({f"arch_{k}": v for k, v in summary.items() if k in ("params", "macs_per_sample")})
-        self.run.text(redact_text(OmegaConf.to_yaml(without_hydra(cfg))), "config.yaml")
+        summary = architecture_summary(spec)
+        self.pending.params.update({**flat_params(cfg), **{f"arch.{k}": v for k, v in summary.items()}})
+        self.pending.metrics += tracking.metric_points({f"arch_{k}": v for k, v in summary.items() if k in ("params", "macs_per_sample")})
         if meter.source.is_estimated:
-            self.run.tags({names.NOTE: f"Energy is ESTIMATED, not measured: {meter.description}"})
+            self.pending.tags[names.NOTE] = f"Energy is ESTIMATED, not measured: {meter.description}"
+        self.run.text(redact_text(OmegaConf.to_yaml(without_hydra(cfg))), "config.yaml")
 
     def optimizer(self, applied: dict[str, float]) -> None:
         """What the optimiser really holds, read back from it."""
-        self.run.params(applied)
+        self.pending.params.update(applied)
 
     def epoch(self, step: int, result: EpochResult) -> None:
         """After each epoch: progress line, per-epoch metrics, the study told (may raise Pruned)."""
         log.info(format_progress(self.name, result, self.epochs_total, step))
-        self.run.metrics(epoch_metrics(result, self.figures.idle), step=step)
+        self.pending.metrics += tracking.metric_points(epoch_metrics(result, self.figures.idle), step)
+        if time.monotonic() - self.pending.since >= FLUSH_SECONDS:
+            self.run.log(*self.pending.take())
         self.link.report(step, result.test_accuracy, self.figures.metrics()["energy_j"])
 
     def close(self, values: list[float | None] | None, exc: BaseException | None) -> None:
         """The trial's figures, kept whatever stopped it, then how it ended, on both records."""
         final = self.figures.metrics()
-        self.run.metrics(final)
-        self.run.tags({names.ENERGY_SOURCE: self.figures.source.value, **self._approximations()})
+        params, metrics, tags = self.pending.take()
+        tags.update({names.ENERGY_SOURCE: self.figures.source.value, **self._approximations(), **tracking.ending_tags(exc)})
+        # MLflow first: what was measured is kept even if the process dies before the study is told.
+        self.run.log(params, metrics + tracking.metric_points(final), tags)
         self.link.record(final)
         self.link.finish(None if exc is not None else values, exc)
-
-        tracking.close_run(self.run, exc)
+        tracking.terminate(self.run, exc)
         self._add_to_sweep_totals(exc, final)
 
     def _approximations(self) -> dict[str, str]:

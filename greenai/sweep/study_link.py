@@ -10,6 +10,8 @@ launcher. Outside an Optuna sweep the link is inactive and every call does nothi
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -58,13 +60,34 @@ def make_pruner(config: Any) -> optuna.pruners.BasePruner | None:
     return instantiate(config, _execution_whitelist_=("optuna.pruners.*",))
 
 
+# A heartbeat at most this often: each is a database write, and the grace period is minutes.
+HEARTBEAT_EVERY_SECONDS = 10.0
+
+
+_STUDIES: dict[tuple[int, str, str], optuna.Study] = {}
+
+
+def _load_study(name: str, storage: BaseStorage, pruner: optuna.pruners.BasePruner | None) -> optuna.Study:
+    """The study, loaded once per process, storage and pruner (a fused batch opens many trials
+    of one study). A random sampler: the job samples nothing, and it keeps loading cheap."""
+    key = (id(storage), name, repr(pruner.__dict__) if pruner is not None else "")
+    if key not in _STUDIES:
+        _STUDIES[key] = optuna.load_study(study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler(), pruner=pruner)
+    return _STUDIES[key]
+
+
 class StudyLink:
     def __init__(self, trial: optuna.trial.Trial | None = None, storage: BaseStorage | None = None,
-                 storage_id: int | None = None, pruner_active: bool = False, defer_tell: bool = False) -> None:
+                 storage_id: int | None = None, pruner_active: bool = False, defer_tell: bool = False,
+                 live_energy: bool = False) -> None:
         self.trial = trial
         self.storage = storage
         self.storage_id = storage_id
         self.pruner_active = pruner_active
+        # The energy spent so far after every epoch: only an energy budget reads it while the
+        # trial runs (one write per epoch otherwise spent for nothing).
+        self.live_energy = live_energy
+        self._last_beat = -math.inf
         # Packed trials: their energy is attributed once the whole batch ends, so the sweeper,
         # not the job, tells the study how they ended.
         self.defer_tell = defer_tell
@@ -76,16 +99,14 @@ class StudyLink:
         pruner = make_pruner(sweep.pruner)
         storage = make_storage(StoreURL.parse(sweep.storage, launch_dir), sweep.heartbeat_grace_seconds)
         storage_id = trial_id(storage, sweep.study_name, sweep.trial_number)
-        # A random sampler: the job samples nothing, and this keeps reopening the trial cheap.
-        study = optuna.load_study(
-            study_name=sweep.study_name, storage=storage, sampler=optuna.samplers.RandomSampler(), pruner=pruner
-        )
+        study = _load_study(sweep.study_name, storage, pruner)
         if storage.get_trial(storage_id).state.is_finished():
             # The sweeper gave this trial up (its launcher lost the job) before it started.
             raise GreenAIError(f"sweep.trial_number={sweep.trial_number}: the trial was closed before its job started; not running it")
         single_objective = len(study.directions) == 1
         trial = optuna.trial.Trial(study, storage_id)
-        link = cls(trial, storage, storage_id, pruner is not None and single_objective, defer_tell)
+        link = cls(trial, storage, storage_id, pruner is not None and single_objective, defer_tell,
+                   live_energy=sweep.energy_budget_kj is not None)
         link.beat()
         return link
 
@@ -99,8 +120,10 @@ class StudyLink:
         self._set(names.JOB_OWNER_ATTR, owner_id())
 
     def beat(self) -> None:
-        if self.storage is not None and self.storage_id is not None:
-            record_heartbeat(self.storage, self.storage_id)
+        if self.storage is None or self.storage_id is None or time.monotonic() - self._last_beat < HEARTBEAT_EVERY_SECONDS:
+            return
+        record_heartbeat(self.storage, self.storage_id)
+        self._last_beat = time.monotonic()
 
     def report(self, step: int, accuracy: float, energy_j: float | None = None) -> None:
         """Record a heartbeat and the energy spent so far (the sweeper's budget counts running
@@ -108,7 +131,7 @@ class StudyLink:
         if self.trial is None:
             return
         self.beat()
-        if energy_j is not None:
+        if energy_j is not None and self.live_energy:
             self._set(names.ENERGY_ATTR, float(energy_j))
         if not self.pruner_active or accuracy != accuracy:  # NaN: nothing to report
             return
@@ -117,11 +140,15 @@ class StudyLink:
             raise Pruned(f"pruned at step {step} (accuracy {accuracy:.4f})")
 
     def record(self, metrics: Mapping[str, float | None]) -> None:
-        """Keep the trial's figures on the Optuna trial too: the sweeper sums energy from them."""
-        for key in names.RECORDED_METRICS:
+        """Keep the trial's figures on the Optuna trial too: the sweeper's stop rules read its
+        accuracy and energy; the rest is for a reader of the study (optuna-dashboard)."""
+        for key in names.STOP_RULE_METRICS:
             value = metrics.get(key)
-            if value is not None:
+            if value is not None and value == value:
                 self._set(key, float(value))
+        figures = {k: float(v) for k in names.RECORDED_METRICS if (v := metrics.get(k)) is not None}
+        if figures:
+            self._set(names.FIGURES_ATTR, figures)
 
     def finish(self, values: list[float] | None, exc: BaseException | None = None) -> None:
         """Tell the study how the trial ended, from the job itself: a result reaches the study
