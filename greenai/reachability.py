@@ -10,12 +10,14 @@ from pathlib import Path
 
 from greenai.errors import ConfigError
 from greenai.redaction import redact
+from greenai.store_health import check_store
 
 TIMEOUT_SECONDS = 5
 
 
 def check_reachable(url: str, key: str) -> None:
     """Raise ConfigError naming `key` if the store at `url` cannot be used."""
+    check_store(url, key)  # a store file that is damaged, foreign or too new
     for prefix in ("sqlite:///", "journal://", "file://"):
         if url.startswith(prefix):
             return _check_folder(Path(url[len(prefix) :]).parent, url, key)
