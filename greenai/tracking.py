@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
+from greenai import store_waits
 from greenai.locks import store_lock
 
 log = logging.getLogger(__name__)
@@ -46,22 +46,11 @@ def resolve_uri(uri: str, base: str | Path) -> str:
     return uri
 
 
-LOCKED_RETRIES = 12
-
-
 def with_retries(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run an MLflow call, retrying with backoff while sqlite says "database is locked" (several
-    workers writing one store): a locked write was rolled back, so trying again is safe."""
-    delay = 0.05
-    for attempt in range(LOCKED_RETRIES):
-        try:
-            return call(*args, **kwargs)
-        except Exception as exc:
-            if "database is locked" not in str(exc) or attempt == LOCKED_RETRIES - 1:
-                raise
-            time.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, 5.0)
-    raise AssertionError("unreachable")
+    """Run an MLflow call, waiting (greenai.store_waits) while sqlite says "database is locked"
+    (several workers writing one store): a locked write was rolled back, so trying again is safe."""
+    store = store_waits.Store("tracking.uri", getattr(getattr(call, "__self__", None), "tracking_uri", "?"))
+    return store_waits.retry(functools.partial(call, *args, **kwargs), store, ("busy",))
 
 
 class RetryingClient:
