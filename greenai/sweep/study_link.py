@@ -22,6 +22,7 @@ from greenai.errors import GreenAIError
 from greenai.job import JobContext
 from greenai.locks import store_lock
 from greenai.sweep.owner import owner_id
+from greenai.sweep.patient_storage import patient, unless_away
 from greenai.tracking import resolve_uri
 
 log = logging.getLogger(__name__)
@@ -51,9 +52,10 @@ class PrunedAt:
     epochs_run: int
 
 
-# sqlite waits this long for another writer's lock instead of failing at once ("database is
-# locked"), so several workers can share one study file.
-SQLITE_BUSY_SECONDS = 120
+# sqlite waits this long for another writer's lock before a call fails ("database is locked");
+# greenai.store_waits then says once that it waits, and tries again up to its busy budget
+# (GREENAI_STORE_BUSY_SECONDS, 120 s), so several workers can share one study file.
+SQLITE_BUSY_SECONDS = 5
 
 
 _STORAGES: dict[str, optuna.storages.BaseStorage] = {}
@@ -66,7 +68,7 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
     fresh database would otherwise race on creating its tables."""
     if url not in _STORAGES:
         with store_lock(url, "create"):
-            _STORAGES[url] = _new_storage(url)
+            _STORAGES[url] = patient(lambda: _new_storage(url), url)
     return _STORAGES[url]
 
 
@@ -153,7 +155,7 @@ class StudyLink:
         if not self.pruner_active or accuracy != accuracy:  # NaN: nothing to report
             return
         self.trial.report(accuracy, step)
-        if self.trial.should_prune():
+        if unless_away(self.trial.should_prune, False):
             raise Pruned(f"pruned at step {step} (accuracy {accuracy:.4f})")
 
     def record(self, metrics: Mapping[str, float | None]) -> None:
