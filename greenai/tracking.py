@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
-from greenai import store_waits
+from greenai import spool, store_waits
 from greenai.locks import store_lock
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,9 @@ def client(uri: str) -> Any:
     if uri not in _CLIENTS:
         with store_lock(uri):
             created = MlflowClient(tracking_uri=uri)
-            created.search_experiments(max_results=1)  # creates and migrates the store now
-        _CLIENTS[uri] = RetryingClient(created)
+            if not spool.spools(uri):  # a server's store is the server's business
+                created.search_experiments(max_results=1)  # creates and migrates the store now
+        _CLIENTS[uri] = spool.spooling(RetryingClient(created), uri)
     return _CLIENTS[uri]
 
 
