@@ -77,6 +77,8 @@ def fault_of(exc: BaseException) -> Fault | None:
     MLflow's MlflowException), so the whole chain of causes is read."""
     from sqlalchemy import exc as sa
 
+    if isinstance(exc, StoreUnavailable):
+        return None  # greenai gave up on the store already: not waited for again
     for error in _chain(exc):
         text = str(error)
         if "database is locked" in text or "database table is locked" in text:
@@ -92,6 +94,15 @@ def _env(kind: str) -> str:
     return BUSY_SECONDS_ENV if kind == "busy" else AWAY_SECONDS_ENV
 
 
+class QuietWhileWaiting(logging.Filter):
+    """Drops a library's own report of a locked sqlite file (MLflow logs each locked attempt at
+    ERROR, with a traceback): greenai says once that it waits, and names the store if it stops."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else "")
+        return "database is locked" not in text
+
+
 def budget_seconds(kind: str) -> float:
     try:
         return max(0.0, float(os.environ.get(_env(kind), DEFAULT_SECONDS[kind])))
@@ -103,7 +114,7 @@ def budget_seconds(kind: str) -> float:
 class _Episode:
     fault: Fault
     since: float
-    given_up: bool = False
+    given_up_at: float | None = None
 
 
 _EPISODES: dict[str, _Episode] = {}
@@ -140,7 +151,7 @@ def answered(store: Store) -> None:
 
 
 def unavailable(store: Store, episode: _Episode) -> StoreUnavailable:
-    episode.given_up = True
+    episode.given_up_at = episode.given_up_at or time.monotonic()
     seconds, kind = time.monotonic() - episode.since, episode.fault.kind
     what = f"{store.file} stayed locked by another process" if kind == "busy" and store.file else episode.fault.detail
     limit = f"{_env(kind)}={budget_seconds(kind):.0f}"
@@ -150,8 +161,13 @@ def unavailable(store: Store, episode: _Episode) -> StoreUnavailable:
 def retry(call: Callable[[], T], store: Store, kinds: tuple[str, ...] = ("busy", "away")) -> T:
     """call(), tried again while it fails because `store` is busy or away (the fault `kinds`
     waited for), up to the budget of that kind of fault; then StoreUnavailable. Once greenai
-    has given up on a store, later calls are tried once, not waited for again (a trial closing
-    after the store failed it must not wait a whole budget per write)."""
+    has given up on a store, later calls fail at once for as long again, then are tried once,
+    not waited for: a trial closing after the store failed it must not wait a budget per write."""
+    with _GUARD:
+        episode = _EPISODES.get(store.label)
+    if episode is not None and episode.given_up_at is not None and episode.fault.kind in kinds:
+        if time.monotonic() - episode.given_up_at < budget_seconds(episode.fault.kind):
+            raise unavailable(store, episode)
     delay = 0.05
     while True:
         try:
@@ -162,7 +178,7 @@ def retry(call: Callable[[], T], store: Store, kinds: tuple[str, ...] = ("busy",
                 raise
             episode = waiting(store, fault)
             remaining = budget_seconds(fault.kind) - (time.monotonic() - episode.since)
-            if episode.given_up or remaining <= 0:
+            if episode.given_up_at is not None or remaining <= 0:
                 raise unavailable(store, episode) from None
             time.sleep(min(delay * (1 + random.random()), remaining))
             delay = min(delay * 2, MAX_DELAY_SECONDS)

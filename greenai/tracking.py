@@ -25,6 +25,7 @@ from greenai.locks import store_lock
 
 log = logging.getLogger(__name__)
 logging.getLogger("alembic").setLevel(logging.WARNING)
+logging.getLogger("mlflow.store.db.utils").addFilter(store_waits.QuietWhileWaiting())
 
 RUN_KIND = "greenai.run_kind"  # "trial" or "sweep"
 TRIAL_STATE = "greenai.trial_state"  # running, finished, failed, pruned, killed
