@@ -203,10 +203,15 @@ def _record(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[st
     return record
 
 
+def _sent_offset(journal: Path) -> int:
+    """How far the journal has been sent (its mark, written after each record sent)."""
+    mark = journal.with_name(journal.name + ".sent")
+    return int(mark.read_text() or 0) if mark.is_file() else 0
+
+
 def _unsent(journal: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(offset after the record, record) for each complete record past the journal's mark."""
-    mark = journal.with_name(journal.name + ".sent")
-    offset = int(mark.read_text() or 0) if mark.is_file() else 0
+    offset = _sent_offset(journal)
     with journal.open("rb") as handle:
         handle.seek(offset)
         data = handle.read()
@@ -402,10 +407,9 @@ def _clean(folder: Path, journals: list[Path]) -> None:
     """Remove the journals that are sent and whose process has ended (or is this one); then,
     with no journal left, the folder (its lock file stays, so no two senders ever hold two)."""
     for journal in journals:
-        mark = journal.with_name(journal.name + ".sent")
-        if _owner_gone(journal) and mark.is_file() and int(mark.read_text() or 0) >= journal.stat().st_size:
+        if _owner_gone(journal) and _sent_offset(journal) >= journal.stat().st_size:
             journal.unlink()
-            mark.unlink()
+            journal.with_name(journal.name + ".sent").unlink(missing_ok=True)
     if not any(folder.glob(f"*{JOURNAL_SUFFIX}")):
         shutil.rmtree(folder, ignore_errors=True)
 
