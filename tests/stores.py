@@ -36,3 +36,13 @@ def optuna_trials(work: Path) -> list:
     for summary in optuna.get_all_study_summaries(storage):
         trials += optuna.load_study(study_name=summary.study_name, storage=storage).get_trials(deepcopy=False)
     return trials
+
+
+EPOCH_METRICS = ("train_loss", "test_loss", "test_accuracy", "epoch_seconds")
+
+
+def assert_every_epoch_once(client, run, epochs: int) -> None:
+    """Each per-epoch metric of `run` has one point for each of its epochs, no more."""
+    for key in EPOCH_METRICS:
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
+        assert steps == list(range(1, epochs + 1)), f"{run.info.run_name} {key}: steps {steps}"

@@ -13,26 +13,15 @@ tests hold the server down for less than a minute.
 from __future__ import annotations
 
 import signal
-import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from servers import MlflowServer
-from stores import optuna_trials
+from stores import assert_every_epoch_once, optuna_trials
+from test_reliability import wait_for
 
 pytestmark = pytest.mark.slow
-
-EPOCH_METRICS = ("train_loss", "test_loss", "test_accuracy", "epoch_seconds")
-
-
-def wait_for(log: Path, text: str, proc: subprocess.Popen, seconds: float = 300) -> None:
-    deadline = time.monotonic() + seconds
-    while text not in log.read_text():
-        assert proc.poll() is None, f"exited before '{text}':\n{log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"no '{text}' in {seconds} s"
-        time.sleep(0.05)
 
 
 def server_runs(uri: str) -> tuple[object, list]:
@@ -42,12 +31,6 @@ def server_runs(uri: str) -> tuple[object, list]:
     experiment = client.get_experiment_by_name("greenai")
     assert experiment is not None
     return client, client.search_runs([experiment.experiment_id], max_results=1000)
-
-
-def assert_every_epoch_once(client, run, epochs: int) -> None:
-    for key in EPOCH_METRICS:
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
-        assert sorted(steps) == list(range(1, epochs + 1)), f"{run.info.run_name} {key}: steps {sorted(steps)}"
 
 
 def spooled_note(run) -> bool:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import subprocess
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -16,17 +15,8 @@ from pathlib import Path
 import optuna
 import pytest
 from servers import Postgres
-from stores import by_state, mlflow_runs, sweep_runs, trial_runs
-
-EPOCH_METRICS = ("train_loss", "test_loss", "test_accuracy", "epoch_seconds")
-
-
-def wait_for(log: Path, text: str, proc: subprocess.Popen, seconds: float = 300) -> None:
-    deadline = time.monotonic() + seconds
-    while text not in log.read_text():
-        assert proc.poll() is None, f"exited before '{text}':\n{log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"no '{text}' in {seconds} s"
-        time.sleep(0.05)
+from stores import assert_every_epoch_once, by_state, mlflow_runs, sweep_runs, trial_runs
+from test_reliability import wait_for
 
 
 @contextmanager
@@ -42,13 +32,10 @@ def locked(path: Path):
         connection.close()
 
 
-def assert_every_epoch_once(work: Path, run, epochs: int) -> None:
+def store(work: Path):
     from mlflow import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
-    for key in EPOCH_METRICS:
-        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
-        assert steps == list(range(1, epochs + 1)), f"{key}: {steps}"
+    return MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
 
 
 def lines_with(text: str, needle: str) -> list[str]:
@@ -78,7 +65,7 @@ def test_a_run_waits_for_its_mlflow_file_locked_30_s_says_so_once_and_finishes(g
     assert len(lines_with(text, f"tracking.uri=sqlite:///{db} answers again")) == 1
     (run,) = trial_runs(mlflow_runs(greenai.cwd))
     assert run.info.status == "FINISHED" and run.data.metrics["epochs_run"] == epochs
-    assert_every_epoch_once(greenai.cwd, run, epochs)
+    assert_every_epoch_once(store(greenai.cwd), run, epochs)
 
 
 @pytest.mark.slow
@@ -110,7 +97,7 @@ def test_a_sweep_waits_for_its_study_file_locked_30_s_says_so_once_and_completes
     runs = mlflow_runs(greenai.cwd)
     assert len(by_state(trial_runs(runs), "finished")) == 2 and len(sweep_runs(runs)) == 1
     for run in trial_runs(runs):
-        assert_every_epoch_once(greenai.cwd, run, epochs)
+        assert_every_epoch_once(store(greenai.cwd), run, epochs)
 
 
 @pytest.mark.slow
