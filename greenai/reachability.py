@@ -10,6 +10,7 @@ from pathlib import Path
 
 from greenai.errors import ConfigError
 from greenai.redaction import redact
+from greenai.store_health import check_store
 from greenai.stores import StoreURL
 
 TIMEOUT_SECONDS = 5
@@ -18,6 +19,7 @@ TIMEOUT_SECONDS = 5
 def check_reachable(store: StoreURL | str, key: str) -> None:
     """Raise ConfigError naming `key` if the store cannot be used."""
     store = store if isinstance(store, StoreURL) else StoreURL.parse(store)
+    check_store(store.url, key)  # a store file that is damaged, foreign or too new
     if store.folder is not None:
         return _check_folder(store.folder, store.url, key)
     if store.kind == "http":

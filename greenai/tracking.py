@@ -10,8 +10,8 @@ command opens its store.
 
 from __future__ import annotations
 
+import functools
 import logging
-import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -23,34 +23,27 @@ from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking.context.registry import resolve_tags
 
-from greenai import names
+from greenai import names, spool, store_waits
 from greenai.errors import Interrupted, failure_reason
 from greenai.owner import owner_alive
 from greenai.stores import StoreURL
 
 log = logging.getLogger(__name__)
 logging.getLogger("alembic").setLevel(logging.WARNING)
+# MLflow logs every locked attempt at ERROR with a traceback; greenai says once that it waits.
+logging.getLogger("mlflow.store.db.utils").addFilter(store_waits.QuietWhileWaiting())
 
 # MLflow 3's UI opens an experiment on its GenAI overview unless the experiment says it holds
 # model training runs.
 EXPERIMENT_KIND = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
-LOCKED_RETRIES = 12
 
 
 def with_retries(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run an MLflow call, retrying with backoff while sqlite says "database is locked" (several
-    workers writing one store): a locked write was rolled back, so trying again is safe."""
-    delay = 0.05
-    for attempt in range(LOCKED_RETRIES):
-        try:
-            return call(*args, **kwargs)
-        except Exception as exc:
-            if "database is locked" not in str(exc) or attempt == LOCKED_RETRIES - 1:
-                raise
-            time.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, 5.0)
-    raise AssertionError("unreachable")
+    """Run an MLflow call, waiting (greenai.store_waits) while sqlite says "database is locked"
+    (several workers writing one store): a locked write was rolled back, so trying again is safe."""
+    store = store_waits.Store("tracking.uri", getattr(getattr(call, "__self__", None), "tracking_uri", "?"))
+    return store_waits.retry(functools.partial(call, *args, **kwargs), store, ("busy",))
 
 
 class RetryingClient:
@@ -67,7 +60,7 @@ class RetryingClient:
         if name.startswith("__") or name == "_inner":
             raise AttributeError(name)
         attr = getattr(self._inner, name)
-        return (lambda *a, **k: with_retries(attr, *a, **k)) if callable(attr) else attr
+        return functools.partial(with_retries, attr) if callable(attr) else attr
 
 
 _CLIENTS: dict[str, Any] = {}
@@ -85,8 +78,10 @@ def client(store: StoreURL | str) -> Any:
     if store.url not in _CLIENTS:
         with store.lock():
             created = MlflowClient(tracking_uri=store.url)
-            created.search_experiments(max_results=1)  # creates and migrates the store now
-        _CLIENTS[store.url] = RetryingClient(created)
+            if not spool.spools(store.url):  # a server's store is the server's business
+                created.search_experiments(max_results=1)  # creates and migrates the store now
+        # A tracking server that goes away: writes wait in a local spool (greenai.spool).
+        _CLIENTS[store.url] = spool.spooling(RetryingClient(created), store.url)
         close_dead_runs(_CLIENTS[store.url])
     return _CLIENTS[store.url]
 
@@ -231,7 +226,7 @@ def close_dead_runs(mlflow: Any) -> int:
     try:
         experiments = [e.experiment_id for e in mlflow.search_experiments()]
         running = all_runs(mlflow, experiments, "attributes.status = 'RUNNING'") if experiments else []
-    except MlflowException as exc:  # a store we cannot search is no reason to stop here
+    except Exception as exc:  # a store we cannot search (a server away) is no reason to stop here
         log.debug("cannot look for dead runs: %s", exc)
         return 0
     dead = [

@@ -46,3 +46,13 @@ def energy_kept(run) -> bool:
     if value is None:
         return False
     return value >= 0 if run.data.tags.get("energy_source") in ("measured", "attributed", "fused") else value > 0
+
+
+EPOCH_METRICS = ("train_loss", "test_loss", "test_accuracy", "epoch_seconds")
+
+
+def assert_every_epoch_once(client, run, epochs: int) -> None:
+    """Each per-epoch metric of `run` has one point for each of its epochs, no more."""
+    for key in EPOCH_METRICS:
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
+        assert steps == list(range(1, epochs + 1)), f"{run.info.run_name} {key}: steps {steps}"

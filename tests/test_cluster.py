@@ -11,17 +11,10 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
+from servers import as_root
 from stores import by_state, energy_kept, mlflow_runs, optuna_trials, sweep_runs, trial_runs
 
 pytestmark = pytest.mark.slow
-
-
-def as_root(*command: str) -> str:
-    prefix = [] if os.geteuid() == 0 else ["sudo", "-E"]
-    proc = subprocess.run([*prefix, *command], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"{' '.join(command)} failed:\n{proc.stdout}\n{proc.stderr}"
-    lines = proc.stdout.strip().splitlines()
-    return lines[-1] if lines else ""
 
 
 @pytest.fixture(scope="session")

@@ -16,10 +16,13 @@ import warnings
 from collections.abc import Iterator
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+# Optuna's heartbeat interface; the module is Optuna's own, its class not re-exported.
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial
 
 from greenai import names
 from greenai.stores import StoreURL
+from greenai.sweep.patient_storage import patient
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +36,10 @@ def deliberate_use() -> Iterator[None]:
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         yield
-# sqlite waits this long for another writer's lock instead of failing at once ("database is
-# locked"), so several workers can share one study file.
-SQLITE_BUSY_SECONDS = 120
+# sqlite waits this long for another writer's lock before a call fails ("database is locked");
+# greenai.store_waits then says once that it waits, and tries again up to its busy budget
+# (GREENAI_STORE_BUSY_SECONDS, 120 s), so several workers can share one study file.
+SQLITE_BUSY_SECONDS = 5
 # Optuna only uses the interval inside study.optimize, which greenai does not call; jobs record
 # heartbeats per epoch. Any positive value enables the heartbeat table.
 HEARTBEAT_INTERVAL_SECONDS = 60
@@ -60,7 +64,8 @@ def make_storage(store: StoreURL, grace_seconds: int = 600) -> BaseStorage:
     workers starting together on a fresh database would otherwise race on creating its tables."""
     if store.url not in _STORAGES:
         with store.lock("create"), deliberate_use():
-            _STORAGES[store.url] = _new_storage(store, grace_seconds)
+            # A database that is locked or away is waited for (greenai.sweep.patient_storage).
+            _STORAGES[store.url] = patient(lambda: _new_storage(store, grace_seconds), store.url)
     return _STORAGES[store.url]
 
 
@@ -96,5 +101,5 @@ def trial_id(storage: BaseStorage, study_name: str, number: int) -> int:
 def record_heartbeat(storage: BaseStorage, trial: int) -> None:
     """Tell the storage the job of `trial` (its storage id) is alive; nothing where the storage
     keeps no heartbeats (journal files)."""
-    if isinstance(storage, RDBStorage):
+    if isinstance(storage, BaseHeartbeat):
         storage.record_heartbeat(trial)

@@ -24,6 +24,7 @@ from greenai.config import SweepConfig
 from greenai.errors import GreenAIError, failure_reason
 from greenai.owner import owner_id
 from greenai.stores import StoreURL
+from greenai.sweep.patient_storage import unless_away
 from greenai.sweep.storage import make_storage, record_heartbeat, trial_id
 
 
@@ -136,7 +137,7 @@ class StudyLink:
         if not self.pruner_active or accuracy != accuracy:  # NaN: nothing to report
             return
         self.trial.report(accuracy, step)
-        if self.trial.should_prune():
+        if unless_away(self.trial.should_prune, False):
             raise Pruned(f"pruned at step {step} (accuracy {accuracy:.4f})")
 
     def record(self, metrics: Mapping[str, float | None]) -> None:

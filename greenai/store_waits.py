@@ -1,0 +1,187 @@
+"""Waiting for a store that is busy or away, the same way for every store greenai writes.
+
+A store call that fails because another process holds the sqlite file's write lock ("busy"),
+or because the database server does not answer ("away"), is tried again with backoff. The
+first failure of an episode says once what greenai waits for, the first success after it says
+the store answers again, and past the budget one line names the store (StoreUnavailable).
+Other errors are raised at once: a full disk or a bad value does not get better by waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+from greenai.errors import GreenAIError
+from greenai.redaction import redact
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# How long greenai waits for a sqlite file another process keeps locked, and for a database
+# server that does not answer (PostgreSQL restarting): environment variables, so every job of
+# a sweep (joblib, Slurm) inherits them from the command.
+BUSY_SECONDS_ENV = "GREENAI_STORE_BUSY_SECONDS"
+AWAY_SECONDS_ENV = "GREENAI_STORE_AWAY_SECONDS"
+DEFAULT_SECONDS = {"busy": 120.0, "away": 900.0}
+MAX_DELAY_SECONDS = 5.0
+
+
+class StoreUnavailable(GreenAIError):
+    """A store stayed locked or away longer than greenai waits: one line naming it."""
+
+
+@dataclass(frozen=True)
+class Store:
+    """A store as the user named it: the config key and its URL (shown with any password hidden)."""
+
+    key: str
+    url: str
+
+    @property
+    def file(self) -> str | None:
+        for prefix in ("sqlite:///", "journal://"):
+            if self.url.startswith(prefix):
+                return self.url[len(prefix) :].split("?", 1)[0]
+        return None
+
+    @property
+    def label(self) -> str:
+        return f"{self.key}={redact(self.url)}" if self.key else redact(self.url)
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str  # "busy" or "away"
+    detail: str
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def fault_of(exc: BaseException) -> Fault | None:
+    """Busy (a sqlite lock held elsewhere) or away (a database server that does not answer), or
+    None for any other error. Libraries wrap the driver's error (Optuna's StorageInternalError,
+    MLflow's MlflowException), so the whole chain of causes is read."""
+    from sqlalchemy import exc as sa
+
+    if isinstance(exc, StoreUnavailable):
+        return None  # greenai gave up on the store already: not waited for again
+    for error in _chain(exc):
+        text = str(error)
+        if "database is locked" in text or "database table is locked" in text:
+            return Fault("busy", "locked by another process")
+        if isinstance(error, sa.DBAPIError) and not type(error.orig).__module__.startswith("sqlite3"):
+            if error.connection_invalidated or isinstance(error, (sa.OperationalError, sa.InterfaceError)):
+                lines = str(error.orig).strip().splitlines() or [type(error.orig).__name__]
+                return Fault("away", f"the database does not answer ({redact(lines[0])[:160]})")
+    return None
+
+
+def _env(kind: str) -> str:
+    return BUSY_SECONDS_ENV if kind == "busy" else AWAY_SECONDS_ENV
+
+
+class QuietWhileWaiting(logging.Filter):
+    """Drops a library's own report of a locked sqlite file (MLflow logs each locked attempt at
+    ERROR, with a traceback): greenai says once that it waits, and names the store if it stops."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else "")
+        return "database is locked" not in text
+
+
+def budget_seconds(kind: str) -> float:
+    try:
+        return max(0.0, float(os.environ.get(_env(kind), DEFAULT_SECONDS[kind])))
+    except ValueError:
+        return DEFAULT_SECONDS[kind]
+
+
+@dataclass
+class _Episode:
+    fault: Fault
+    since: float
+    given_up_at: float | None = None
+
+
+_EPISODES: dict[str, _Episode] = {}
+_GUARD = threading.Lock()
+
+
+def waiting(store: Store, fault: Fault, keeping: bool = False) -> _Episode:
+    """The store's waiting episode, begun (and said, once) if none is open."""
+    with _GUARD:
+        episode = _EPISODES.get(store.label)
+        if episode is None:
+            episode = _EPISODES[store.label] = _Episode(fault, time.monotonic())
+            where = f" ({store.file})" if store.file and fault.kind == "busy" else ""
+            then = "writes of the running trial are kept meanwhile; " if keeping else ""
+            seconds = budget_seconds(fault.kind)
+            log.warning(
+                "%s%s: %s; %swaiting up to %.0f s (%s)",
+                store.label,
+                where,
+                fault.detail,
+                then,
+                seconds,
+                _env(fault.kind),
+            )
+        return episode
+
+
+def answered(store: Store) -> None:
+    """The store answered: close its episode, saying so if one was open."""
+    with _GUARD:
+        episode = _EPISODES.pop(store.label, None)
+    if episode is not None:
+        log.info("%s answers again, after %.0f s", store.label, time.monotonic() - episode.since)
+
+
+def unavailable(store: Store, episode: _Episode) -> StoreUnavailable:
+    episode.given_up_at = episode.given_up_at or time.monotonic()
+    seconds, kind = time.monotonic() - episode.since, episode.fault.kind
+    what = f"{store.file} stayed locked by another process" if kind == "busy" and store.file else episode.fault.detail
+    limit = f"{_env(kind)}={budget_seconds(kind):.0f}"
+    return StoreUnavailable(f"{store.label}: {what} for {seconds:.0f} s, longer than greenai waits ({limit})")
+
+
+def retry(call: Callable[[], T], store: Store, kinds: tuple[str, ...] = ("busy", "away")) -> T:
+    """call(), tried again while it fails because `store` is busy or away (the fault `kinds`
+    waited for), up to the budget of that kind of fault; then StoreUnavailable. Once greenai
+    has given up on a store, later calls fail at once for as long again, then are tried once,
+    not waited for: a trial closing after the store failed it must not wait a budget per write."""
+    with _GUARD:
+        episode = _EPISODES.get(store.label)
+    if episode is not None and episode.given_up_at is not None and episode.fault.kind in kinds:
+        if time.monotonic() - episode.given_up_at < budget_seconds(episode.fault.kind):
+            raise unavailable(store, episode)
+    delay = 0.05
+    while True:
+        try:
+            result = call()
+        except Exception as exc:
+            fault = fault_of(exc)
+            if fault is None or fault.kind not in kinds:
+                raise
+            episode = waiting(store, fault)
+            remaining = budget_seconds(fault.kind) - (time.monotonic() - episode.since)
+            if episode.given_up_at is not None or remaining <= 0:
+                raise unavailable(store, episode) from None
+            time.sleep(min(delay * (1 + random.random()), remaining))
+            delay = min(delay * 2, MAX_DELAY_SECONDS)
+            continue
+        answered(store)
+        return result

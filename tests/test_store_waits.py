@@ -1,0 +1,193 @@
+"""Stores that are busy or away for a while: a sqlite file another process keeps locked (a
+write transaction held open), a PostgreSQL study database stopped mid-sweep and started again.
+greenai waits, says once what it waits for, and carries on; past its budget it stops with one
+line naming the store. The stores are read back afterwards."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+
+import optuna
+import pytest
+from servers import Postgres
+from stores import assert_every_epoch_once, by_state, mlflow_runs, sweep_runs, trial_runs
+from test_reliability import wait_for
+
+
+@contextmanager
+def locked(path: Path):
+    """Another process's long write transaction on the sqlite file: it holds the exclusive
+    lock, so no one else reads or writes it until the block ends."""
+    connection = sqlite3.connect(path, timeout=60, isolation_level=None)
+    connection.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        connection.execute("ROLLBACK")
+        connection.close()
+
+
+def store(work: Path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+
+
+def lines_with(text: str, needle: str) -> list[str]:
+    return [line for line in text.splitlines() if needle in line]
+
+
+@pytest.mark.slow
+def test_a_run_waits_for_its_mlflow_file_locked_30_s_says_so_once_and_finishes(greenai, fashion_root, tmp_path):
+    epochs = 6
+    args = [
+        f"dataset.root={fashion_root}",
+        f"dataset.cache_dir={tmp_path / 'cache'}",
+        f"epochs={epochs}",
+        "batch_size=16",
+    ]
+    log = tmp_path / "run.log"
+    proc = greenai.start(*args, log=log)
+    wait_for(log, "epoch   2/6", proc)
+    db = greenai.cwd / "mlflow.db"
+    with locked(db):
+        time.sleep(30)
+        assert proc.poll() is None, "still waiting, not failed"
+    assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
+    text = log.read_text()
+    waits = lines_with(text, f"tracking.uri=sqlite:///{db} ({db}): locked by another process")
+    assert len(waits) == 1, text[-3000:]
+    assert len(lines_with(text, f"tracking.uri=sqlite:///{db} answers again")) == 1
+    (run,) = trial_runs(mlflow_runs(greenai.cwd))
+    assert run.info.status == "FINISHED" and run.data.metrics["epochs_run"] == epochs
+    assert_every_epoch_once(store(greenai.cwd), run, epochs)
+
+
+@pytest.mark.slow
+def test_a_sweep_waits_for_its_study_file_locked_30_s_says_so_once_and_completes(greenai, fashion_root, tmp_path):
+    epochs = 6
+    args = [
+        "-m",
+        "searcher=grid",
+        "lr=choice(0.001,0.002)",
+        "hydra.sweeper.n_trials=2",
+        f"epochs={epochs}",
+        "batch_size=16",
+        f"dataset.root={fashion_root}",
+        f"dataset.cache_dir={tmp_path / 'cache'}",
+    ]
+    log = tmp_path / "sweep.log"
+    proc = greenai.start(*args, log=log)
+    wait_for(log, "round1] epoch   2/6", proc)
+    db = greenai.cwd / "optuna.db"
+    with locked(db):
+        time.sleep(30)
+        assert proc.poll() is None, "still waiting, not failed"
+    assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
+    text = log.read_text()
+    assert len(lines_with(text, f"sweep.storage=sqlite:///{db} ({db}): locked by another process")) == 1, text[-3000:]
+    assert "database is locked" not in text and "Traceback" not in text
+    states = Counter(t.state.name for t in optuna.load_study(study_name=None, storage=f"sqlite:///{db}").trials)
+    assert states == {"COMPLETE": 2}, states
+    runs = mlflow_runs(greenai.cwd)
+    assert len(by_state(trial_runs(runs), "finished")) == 2 and len(sweep_runs(runs)) == 1
+    for run in trial_runs(runs):
+        assert_every_epoch_once(store(greenai.cwd), run, epochs)
+
+
+@pytest.mark.slow
+def test_past_the_busy_budget_a_run_stops_with_one_line_naming_the_store(greenai, fashion_root, tmp_path):
+    args = [f"dataset.root={fashion_root}", f"dataset.cache_dir={tmp_path / 'cache'}", "epochs=6", "batch_size=16"]
+    log = tmp_path / "run.log"
+    # A 4 s budget instead of 120 s, so the test outlasts it quickly.
+    proc = greenai.start(*args, log=log, extra_env={"GREENAI_STORE_BUSY_SECONDS": "4"})
+    wait_for(log, "epoch   2/6", proc)
+    db = greenai.cwd / "mlflow.db"
+    with locked(db):
+        code = proc.wait(timeout=300)
+    text = log.read_text()
+    assert code == 2, text[-3000:]
+    errors = [line for line in text.splitlines() if line.startswith("greenai: error: ")]
+    assert len(errors) == 1 and "Traceback" not in text, text[-3000:]
+    assert errors[0].startswith(f"greenai: error: tracking.uri=sqlite:///{db}: {db} stayed locked by another process")
+    assert errors[0].endswith("longer than greenai waits (GREENAI_STORE_BUSY_SECONDS=4)")
+
+
+def test_past_the_busy_budget_a_study_write_stops_with_one_line_naming_the_store(tmp_path, monkeypatch, caplog):
+    from greenai.store_waits import StoreUnavailable
+    from greenai.stores import StoreURL
+    from greenai.sweep.storage import make_storage
+
+    monkeypatch.setenv("GREENAI_STORE_BUSY_SECONDS", "1")
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = make_storage(StoreURL.parse(url))
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()
+    with locked(tmp_path / "optuna.db"), caplog.at_level(logging.WARNING), pytest.raises(StoreUnavailable) as stopped:
+        trial.set_user_attr("energy_j", 1.0)
+    assert str(stopped.value).startswith(f"sweep.storage={url}: {tmp_path / 'optuna.db'} stayed locked")
+    assert len(lines_with(caplog.text, "locked by another process; waiting up to 1 s")) == 1
+    time.sleep(1.5)  # greenai fails calls at once for a budget's length after giving up on a store
+    trial.set_user_attr("energy_j", 2.0)  # the lock is gone: it answers again
+    assert study.trials[0].user_attrs == {"energy_j": 2.0}
+
+
+@pytest.fixture
+def postgres():
+    server = Postgres()
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.mark.slow
+def test_a_study_database_stopped_mid_sweep_is_waited_for_and_each_trial_told_once(
+    greenai, fashion_root, tmp_path, postgres
+):
+    epochs = 8
+    args = [
+        "-m",
+        "searcher=random",
+        "space=paper3",
+        "pruner=median",
+        "hydra.sweeper.n_trials=3",
+        f"sweep.storage={postgres.url}",
+        "sweep.study_name=away",
+        f"epochs={epochs}",
+        "batch_size=16",
+        f"dataset.root={fashion_root}",
+        f"dataset.cache_dir={tmp_path / 'cache'}",
+    ]
+    log = tmp_path / "sweep.log"
+    proc = greenai.start(*args, log=log)
+    wait_for(log, "round2] epoch   2/8", proc)
+    postgres.stop()
+    stopped = time.monotonic()
+    # Training goes on to its last epoch with the database away, then waits to tell its result.
+    wait_for(log, "round2] epoch   8/8", proc)
+    wait_for(log, "the database does not answer", proc)
+    time.sleep(max(0.0, 20 - (time.monotonic() - stopped)))  # the database stays away 20 s at least
+    postgres.start()
+    assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
+
+    text = log.read_text()
+    store = "sweep.storage=postgresql://greenai:***@"
+    assert len(lines_with(text, "the database does not answer")) == 1, text[-3000:]
+    assert lines_with(text, "the database does not answer")[0].split("] - ")[-1].startswith(store)
+    assert len(lines_with(text, "answers again")) == 1
+    study = optuna.load_study(study_name="away", storage=postgres.url)
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3, "n_trials exactly, each told once"
+    away = trials[1]
+    assert sorted(away.intermediate_values) == list(range(1, epochs + 1)), "the kept per-epoch writes arrived"
+    assert away.user_attrs["epochs_run"] == epochs and away.user_attrs["energy_j"] > 0
+    assert away.value == away.user_attrs["accuracy"]
+    runs = mlflow_runs(greenai.cwd)
+    assert len(by_state(trial_runs(runs), "finished")) == 3 and len(sweep_runs(runs)) == 1
+    assert sorted(int(r.data.tags["optuna.trial_number"]) for r in trial_runs(runs)) == [0, 1, 2]
