@@ -6,7 +6,8 @@ import logging
 import re
 from urllib.parse import urlsplit, urlunsplit
 
-_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]+):[^@\s]+@")
+# Also Hydra's escaped form in its log lines: postgresql\://user\:password@host.
+_PASSWORD_IN_URL = re.compile(r"(\\?:\\?//[^:/@\s\\]+)(\\?):[^@\s]+@")
 
 
 def redact(url: str) -> str:
@@ -20,7 +21,7 @@ def redact(url: str) -> str:
 
 def redact_text(text: str) -> str:
     """Every user:password@ in free text (a config dump) with the password hidden."""
-    return _PASSWORD_IN_URL.sub(r"\1:***@", text)
+    return _PASSWORD_IN_URL.sub(r"\1\2:***@", text)
 
 
 class RedactingFilter(logging.Filter):

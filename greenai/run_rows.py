@@ -79,7 +79,7 @@ class TrialRow:
 
     @property
     def estimated(self) -> bool:
-        return self.energy_source in ("estimated", "partial")
+        return self.energy_source in ("estimated", "partial", "fused_estimated")
 
 
 def trial_state(status: str, tags: dict[str, str]) -> str:

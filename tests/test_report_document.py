@@ -77,3 +77,22 @@ def test_skipped_runs_are_listed_in_the_head(tmp_path):
 def test_sections_with_nothing_to_say_leave_no_gap():
     text = document.assemble(["# title"], [Section(["## A", "a"]), Section([]), Section(["## B"])])
     assert text == "# title\n\n## A\na\n\n## B\n"
+
+
+def test_trials_whose_energy_covers_different_devices_are_said_so_before_any_figure(tmp_path):
+    rows = [
+        trial(1, 0.8, 700.0, tags={"energy_components": "gpu"}),
+        trial(2, 0.7, 900.0, tags={"energy_components": "gpu+cpu+dram"}),
+        trial(3, 0.75, 720.0, tags={"energy_components": "gpu"}),
+    ]
+    text = document.build(run_set(rows), ReportSettings(), tmp_path).markdown
+    assert "covers different devices**: gpu (2 trials), gpu+cpu+dram (1 trials)" in text
+    assert text.index("covers different devices") < text.index("## Summary")
+    same = [trial(1, 0.8, 700.0, tags={"energy_components": "gpu"}), trial(2, 0.7, 710.0, tags={"energy_components": "gpu"})]
+    assert "covers different devices" not in document.build(run_set(same), ReportSettings(), tmp_path / "b").markdown
+
+
+def test_fused_estimated_energy_is_marked_estimated(tmp_path):
+    rows = [trial(1, 0.8, 10.0, source="fused_estimated"), trial(2, 0.7, 5.0, source="fused_estimated")]
+    text = document.build(run_set(rows), ReportSettings(), tmp_path).markdown
+    assert "ESTIMATED" in text and "10.0 J (est.)" in text

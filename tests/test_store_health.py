@@ -227,3 +227,13 @@ def test_a_truncated_study_database_stops_the_rerun_before_any_run_changes(green
     assert (work / "optuna.db").read_bytes() == damaged
     assert sorted((work / "outputs").rglob(".hydra")) == folders, "no new output folder"
     assert len(sweep_runs(mlflow_runs(work))) == 1
+
+
+def test_the_report_on_a_broken_tracking_store_is_one_line(greenai, tmp_path):
+    folder = tmp_path / "stores"
+    folder.mkdir()
+    path = text_file(folder, "mlflow.db", "hello\n")
+    proc = greenai(f"tracking.uri=sqlite:///{path}", module="report", check=False)
+    assert proc.returncode == 2
+    line = f"greenai: error: tracking.uri=sqlite:///{path}: {path} is not an SQLite database"
+    assert proc.stderr.strip().startswith(line) and len(proc.stderr.strip().splitlines()) == 1

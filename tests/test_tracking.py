@@ -149,3 +149,8 @@ def test_a_run_a_dead_process_left_running_is_closed_killed_when_the_store_is_ne
     assert "process ended" in run.data.tags[names.FAILURE_REASON]
     assert mlflow.get_run(alive.run_id).info.status == "RUNNING"
     assert mlflow.get_run(swept.run_id).info.status == "RUNNING", "a sweep's parent run settles its own children"
+
+
+def test_hydras_escaped_urls_in_its_log_lines_hide_the_password_too():
+    line = r"#0 : sweep.storage=postgresql\://greenai\:s3cret@127.0.0.1\:5433/optuna lr=0.1"
+    assert "s3cret" not in redaction.redact_text(line) and r"greenai\:***@" in redaction.redact_text(line)

@@ -17,6 +17,7 @@ from greenai.report.document import build
 from greenai.report.run_cache import CACHE_FILE, Reading
 from greenai.report.settings import EnergyBasis, ReportConfig, ReportOptions, check
 from greenai.run_rows import GROSS, NET
+from greenai.store_health import check_store
 from greenai.stores import StoreURL
 
 log = logging.getLogger("greenai.report")
@@ -35,6 +36,7 @@ def report(cfg: DictConfig) -> Path:
         raise GreenAIError(
             f"tracking.uri={cfg.tracking.uri}: no MLflow store there (run a sweep first, or point at yours)"
         )
+    check_store(store.url, "tracking.uri")  # a damaged or foreign file: one line, not a traceback
     mlflow = tracking.client(store)
     metric = NET if options.energy is EnergyBasis.net else GROSS
     out = Path(launch_dir) / options.out_dir

@@ -26,7 +26,17 @@ class Report:
 
 
 def energy_banner(label: EnergyLabel) -> str:
-    """What a reader must know before any figure: some energy is estimated, or mixed."""
+    """What a reader must know before any figure: some energy is estimated, mixed, or covers
+    different devices from run to run."""
+    covers = ""
+    if label.components:
+        kinds = ", ".join(f"{kind} ({count} trials)" for kind, count in label.components)
+        covers = (f"> **These trials' energy covers different devices**: {kinds} (the `energy_components` tag). "
+                  "Totals that add them up mix what was measured; compare trials of one kind with each other.\n\n")
+    return covers + _source_banner(label)
+
+
+def _source_banner(label: EnergyLabel) -> str:
     if label.mixed:
         return (
             "> **This report mixes measured and estimated energy.** Figures marked (est.) come from greenai's "

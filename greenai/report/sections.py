@@ -3,11 +3,12 @@ markdown, the figures it drew, and the findings the summary may quote. document.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from greenai import names
 from greenai.report import analysis as an
 from greenai.report import plots
 from greenai.report.markdown import config_of, fmt_acc, fmt_j, table, varying_keys
@@ -33,12 +34,21 @@ class EnergyLabel:
 
     estimated: bool  # some of it is greenai's CPU-time estimate: marked (est.)
     mixed: bool  # measured and estimated figures side by side
+    # What the trials' energy covers (energy_components tag -> trials), when it differs between them.
+    components: tuple[tuple[str, int], ...] = ()
+
+
+ESTIMATED_SOURCES = {"estimated", "partial", "fused_estimated"}
+MEASURED_SOURCES = {"measured", "attributed", "fused"}
 
 
 def energy_label(rows: Sequence[TrialRow]) -> EnergyLabel:
-    sources = {r.energy_source for r in rows if r.energy_j is not None}
-    estimated = bool(sources & {"estimated", "partial"})
-    return EnergyLabel(estimated, estimated and "measured" in sources)
+    with_energy = [r for r in rows if r.energy_j is not None]
+    sources = {r.energy_source for r in with_energy}
+    estimated = bool(sources & ESTIMATED_SOURCES)
+    covered = Counter(r.tags.get(names.ENERGY_COMPONENTS) for r in with_energy if r.tags.get(names.ENERGY_COMPONENTS))
+    components = tuple(sorted(covered.items())) if len(covered) > 1 else ()
+    return EnergyLabel(estimated, estimated and bool(sources & MEASURED_SOURCES), components)
 
 
 # ------------------------------------------------------------------ convergence (RQ1)
