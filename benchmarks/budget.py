@@ -27,7 +27,7 @@ def main() -> None:
             f"dataset.train_size={args.train_size}", "dataset.test_size=1000", f"dataset.cache_dir={work / 'cache'}")
         trials = sorted(study_trials(work), key=lambda t: t.number)
         source = energy_source(work)
-    energies = [t.user_attrs.get("energy_j", 0.0) for t in trials]
+    energies = [t.user_attrs.get("figures", {}).get("energy_j", 0.0) for t in trials]
     budget, spent = args.budget_kj * 1000, sum(energies)
     print(f"random sweep with sweep.energy_budget_kj={args.budget_kj}, energy {source}: "
           f"{len(trials)} trials ran (500 allowed)")

@@ -44,19 +44,40 @@ def bare_loop(trials: int, train_size: int, cache: str) -> None:
         fit(model, opt, tensors, epochs=1, batch_size=512, seed=seed, meter=OffMeter(), on_epoch=lambda r: None)
 
 
+def bare_group(trials: int, train_size: int, cache: str, epochs: int) -> None:
+    """N members trained as one fused group, and nothing else (no Hydra, MLflow, Optuna, meter)."""
+    import torch
+
+    from greenai import data, fusion, models
+    from greenai.config import DatasetConfig, DatasetName, ModelName
+    from greenai.energy import OffMeter
+    from greenai.loop import Hyperparameters
+
+    cfg = DatasetConfig(name=DatasetName.fashion_mnist, channels=1, height=28, width=28, mean=[0.286], std=[0.353],
+                        cache_dir=cache, train_size=train_size, test_size=1000)
+    tensors = data.load(cfg, torch.device("cpu"))
+    spec = models.ArchitectureSpec(ModelName.simplecnn, (1, 28, 28), 2, 3)
+    lrs = [10 ** (-4 + 3 * i / trials) for i in range(trials)]
+    members = [fusion.Member(1234, Hyperparameters(lr, 0.9, 0.999, 1e-8, 0.0)) for lr in lrs]
+    fusion.fit_group(fusion.FusedGroup(spec, members), tensors, epochs=epochs, batch_size=512, meter=OffMeter())
+
+
 def timed_bare(trials: int, args: argparse.Namespace, cache: Path) -> float:
     start = time.perf_counter()
+    mode = ["--fused", "--epochs", str(args.epochs)] if args.fused else []
     subprocess.run([sys.executable, __file__, "--bare", str(trials), "--train-size", str(args.train_size),
-                    "--cache", str(cache)], check=True)
+                    "--cache", str(cache), *mode], check=True)
     return time.perf_counter() - start
 
 
 def timed_multirun(trials: int, args: argparse.Namespace, work: Path) -> float:
     work.mkdir()
+    data = [f"dataset.train_size={args.train_size}", "dataset.test_size=1000", f"dataset.cache_dir={work.parent / 'cache'}"]
+    if args.fused:
+        return run(work, "-m", "searcher=random", "space=paper3", "hydra/launcher=fused", "fuse=true",
+                   f"hydra.sweeper.n_trials={trials}", f"hydra.sweeper.n_jobs={trials}", f"epochs={args.epochs}", *data)
     seeds = ",".join(str(s) for s in range(1, trials + 1))
-    return run(work, "-m", f"seed={seeds}", "epochs=1", f"dataset.train_size={args.train_size}",
-               "dataset.test_size=1000",
-               f"dataset.cache_dir={work.parent / 'cache'}")
+    return run(work, "-m", f"seed={seeds}", "epochs=1", *data)
 
 
 def main() -> None:

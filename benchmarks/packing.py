@@ -36,7 +36,7 @@ def sweep(work: Path, k: int, args: argparse.Namespace, gpu) -> dict:  # type: i
         "seconds": seconds,
         "energy": whole,
         "trials_sum": sum(r.data.metrics["energy_j"] for r in runs),
-        "accuracy": {int(t.params["seed"]): t.user_attrs["accuracy"] for t in study_trials(work)},
+        "accuracy": {int(t.params["seed"]): t.user_attrs["figures"]["accuracy"] for t in study_trials(work)},
         "source": sorted({r.data.tags["energy_source"] for r in runs}),
     }
 

@@ -24,7 +24,7 @@ def sweep(work: Path, pruner: str, args: argparse.Namespace) -> dict:
     trials = study_trials(work)
     done = [t for t in trials if t.state.name == "COMPLETE"]
     return {
-        "energy": sum(t.user_attrs.get("energy_j", 0.0) for t in trials),
+        "energy": sum(t.user_attrs.get("figures", {}).get("energy_j", 0.0) for t in trials),
         "best": max(t.value for t in done),
         "pruned": sum(t.state.name == "PRUNED" for t in trials),
         "epochs": int(sum(t.user_attrs.get("epochs_run", 0) for t in trials)),

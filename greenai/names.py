@@ -42,8 +42,7 @@ JOB_OWNER_ATTR = "greenai_job"  # host:pid of the process that trains it
 FAILURE_ATTR = "failure_reason"
 INTERRUPTED_ATTR = "interrupted"  # set on trials stopped by a signal: their point is run again
 RETRY_ATTR = "retry_of"  # on a trial queued again for an interrupted one: that trial's number
-# Final figures a job copies onto its trial: the sweeper's stop rules read accuracy and energy
-# (one attribute each); the others travel together in one attribute, FIGURES_ATTR.
-STOP_RULE_METRICS = ("accuracy", "energy_j")
+# Final figures a job copies onto its trial, as one attribute (one write): the sweeper's stop
+# rules read its accuracy and energy, a reader of the study (optuna-dashboard) the rest.
 FIGURES_ATTR = "figures"
-RECORDED_METRICS = ("net_energy_j", "train_energy_j", "train_seconds", "busy_seconds", "epochs_run")
+RECORDED_METRICS = ("accuracy", "energy_j", "net_energy_j", "train_energy_j", "train_seconds", "busy_seconds", "epochs_run")

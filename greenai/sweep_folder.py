@@ -75,14 +75,14 @@ class SweepFolder:
 
     # ------------------------------------------------------------ running totals for the parent run
 
-    def add_progress(self, record: dict[str, Any]) -> dict[str, float | None]:
-        """Add one ended trial to the sweep's progress file (under its lock: jobs of several
+    def add_progress(self, *records: dict[str, Any]) -> dict[str, float | None]:
+        """Add ended trials to the sweep's progress file (under its lock: jobs of several
         processes end at once) and return the totals so far."""
         path = self.meta / "progress.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         with file_lock(path.with_name(path.name + ".lock")):
             with path.open("a") as out:
-                out.write(json.dumps(record) + "\n")
+                out.writelines(json.dumps(record) + "\n" for record in records)
             records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         energies = [r["energy_j"] for r in records if r.get("energy_j") is not None]
         accuracies = [r["accuracy"] for r in records if r.get("state") == "finished" and r.get("accuracy") is not None]

@@ -192,7 +192,7 @@ class TrialRecord:
             self.run.log(*self.pending.take())
         self.link.report(step, result.test_accuracy, self.figures.metrics()["energy_j"])
 
-    def close(self, values: list[float | None] | None, exc: BaseException | None) -> None:
+    def close(self, values: list[float | None] | None, exc: BaseException | None, totals: bool = True) -> None:
         """The trial's figures, kept whatever stopped it, then how it ended, on both records."""
         final = self.figures.metrics()
         params, metrics, tags = self.pending.take()
@@ -202,7 +202,8 @@ class TrialRecord:
         self.link.record(final)
         self.link.finish(None if exc is not None else values, exc)
         tracking.terminate(self.run, exc)
-        self._add_to_sweep_totals(exc, final)
+        if totals:  # a fused group adds its trials together, once
+            add_to_sweep_totals([(self, exc)])
 
     def _approximations(self) -> dict[str, str]:
         short = self.figures.approximate_windows
@@ -213,18 +214,26 @@ class TrialRecord:
                 f"approximate (within one counter step, right on average); the run's totals are exact to one step.")
         return {names.APPROXIMATE_WINDOWS: f"{short}/{windows}", names.NOTE: note}
 
-    def _add_to_sweep_totals(self, exc: BaseException | None, final: dict[str, float | None]) -> None:
-        """The sweep's parent run shows trials done, energy so far and best accuracy so far as
-        each trial ends (read from the sweep folder, which every job of the sweep shares)."""
-        folder, parent = self.job.sweep_folder, self.job.parent_run_id
-        if folder is None or parent is None:
-            return
-        state = tracking.end_state(exc)[1]
-        totals = folder.add_progress({"round": self.job.round, "state": state, "accuracy": final.get("accuracy"),
-                                      "energy_j": final.get("energy_j")})
-        tracking.RunLogger(self.run.mlflow, parent).metrics(
-            {"sweep_trials_done": totals["trials"], "sweep_energy_so_far_j": totals["energy_j"],
-             "sweep_best_accuracy_so_far": totals["best_accuracy"]},
-            step=int(totals["trials"]),
-        )
+    def progress(self, exc: BaseException | None) -> dict[str, object]:
+        """The trial's line in the sweep's progress file."""
+        final = self.figures.metrics()
+        return {"round": self.job.round, "state": tracking.end_state(exc)[1], "accuracy": final.get("accuracy"),
+                "energy_j": final.get("energy_j")}
 
+
+def add_to_sweep_totals(records: list[tuple[TrialRecord, BaseException | None]]) -> None:
+    """The sweep's parent run shows trials done, energy so far and best accuracy so far as trials
+    end (read from the sweep folder, which every job of the sweep shares): once per trial, or
+    once for a fused group's trials."""
+    if not records:
+        return
+    first = records[0][0]
+    folder, parent = first.job.sweep_folder, first.job.parent_run_id
+    if folder is None or parent is None:
+        return
+    totals = folder.add_progress(*(record.progress(exc) for record, exc in records))
+    tracking.RunLogger(first.run.mlflow, parent).metrics(
+        {"sweep_trials_done": totals["trials"], "sweep_energy_so_far_j": totals["energy_j"],
+         "sweep_best_accuracy_so_far": totals["best_accuracy"]},
+        step=int(totals["trials"]),
+    )

@@ -25,9 +25,9 @@ import optuna
 
 from greenai import fusion
 from greenai.loop import EpochResult
-from greenai.sweep.study_link import PrunedAt
+from greenai.sweep.study_link import Pruned, PrunedAt
 from greenai.trial import hyperparameters, run_repeats
-from greenai.trial_record import TrialRecord, job_return, objective, spent
+from greenai.trial_record import TrialRecord, add_to_sweep_totals, job_return, objective, spent
 from greenai.trial_setup import TrialSetup
 
 log = logging.getLogger("greenai.train")
@@ -116,7 +116,14 @@ def run_fused(trials: Sequence[PreparedTrial]) -> list[Any]:
             if not trial.done:
                 trial.record.close(None, exc)
         raise
-    return [_finish(trial, runs) for trial in trials]
+    outcomes = [_finish(trial, runs) for trial in trials]
+    add_to_sweep_totals([(t.record, o if isinstance(o, BaseException) else _pruned(o)) for t, o in zip(trials, outcomes, strict=True)])
+    return outcomes
+
+
+def _pruned(outcome: Any) -> BaseException | None:
+    """What ended a trial whose job returned `outcome`, for the sweep's totals."""
+    return Pruned("pruned") if isinstance(outcome, PrunedAt) else None
 
 
 def _finish(trial: PreparedTrial, runs: Sequence[fusion.MemberRun]) -> Any:
@@ -125,7 +132,7 @@ def _finish(trial: PreparedTrial, runs: Sequence[fusion.MemberRun]) -> Any:
     diverged = [runs[m].error for m in trial.members if runs[m].state is fusion.MemberState.diverged]
     ended = trial.ended or (diverged[0] if diverged else None)
     if ended is not None:
-        trial.record.close(None, ended)
+        trial.record.close(None, ended, totals=False)
         if isinstance(ended, optuna.TrialPruned):
             log.info("%s: %s", trial.setup.name, ended)
             return PrunedAt(len(figures.epochs))
@@ -133,6 +140,6 @@ def _finish(trial: PreparedTrial, runs: Sequence[fusion.MemberRun]) -> Any:
         return ended
     figures.accuracies += [runs[m].epochs[-1].test_accuracy for m in trial.members]
     values = objective(len(trial.setup.config.objective.directions), figures)
-    trial.record.close(values, None)
+    trial.record.close(values, None, totals=False)
     log.info("%s: accuracy %.4f, %s", trial.setup.name, figures.accuracy, spent(figures))
     return job_return(values)

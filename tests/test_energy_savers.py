@@ -24,7 +24,7 @@ def test_a_pruned_trial_stops_early_is_recorded_pruned_and_its_energy_counts(gre
     runs = mlflow_runs(greenai.cwd)
     (pruned,) = by_state(trial_runs(runs), "pruned")
     assert pruned.info.status == "FINISHED" and pruned.data.metrics["epochs_run"] < 4
-    assert energy_kept(pruned) and trials[1].user_attrs["energy_j"] == pytest.approx(pruned.data.metrics["energy_j"])
+    assert energy_kept(pruned) and trials[1].user_attrs["figures"]["energy_j"] == pytest.approx(pruned.data.metrics["energy_j"])
     (sweep,) = sweep_runs(runs)
     assert sweep.data.metrics["sweep_trials_pruned"] == 1
     assert sweep.data.metrics["sweep_energy_j"] == pytest.approx(sum(r.data.metrics["energy_j"] for r in trial_runs(runs)))
@@ -33,7 +33,7 @@ def test_a_pruned_trial_stops_early_is_recorded_pruned_and_its_energy_counts(gre
 def test_an_energy_budget_stops_the_sweep_within_one_trial(greenai, tiny):
     greenai("-m", "searcher=random", "space=paper3", "hydra.sweeper.n_trials=20", "sweep.energy_budget_kj=0.002", *tiny)
     trials = sorted(optuna_trials(greenai.cwd), key=lambda t: t.number)
-    spent = [t.user_attrs["energy_j"] for t in trials]
+    spent = [t.user_attrs["figures"]["energy_j"] for t in trials]
     assert 0 < len(trials) < 20
     assert sum(spent) >= 2.0 and sum(spent[:-1]) < 2.0, "no trial starts once the budget is spent"
     (sweep,) = sweep_runs(mlflow_runs(greenai.cwd))

@@ -186,8 +186,9 @@ def test_a_study_database_stopped_mid_sweep_is_waited_for_and_each_trial_told_on
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3, "n_trials exactly, each told once"
     away = trials[1]
     assert sorted(away.intermediate_values) == list(range(1, epochs + 1)), "the kept per-epoch writes arrived"
-    assert away.user_attrs["epochs_run"] == epochs and away.user_attrs["energy_j"] > 0
-    assert away.value == away.user_attrs["accuracy"]
+    figures = away.user_attrs["figures"]
+    assert figures["epochs_run"] == epochs and figures["energy_j"] > 0
+    assert away.value == figures["accuracy"]
     runs = mlflow_runs(greenai.cwd)
     assert len(by_state(trial_runs(runs), "finished")) == 3 and len(sweep_runs(runs)) == 1
     assert sorted(int(r.data.tags["optuna.trial_number"]) for r in trial_runs(runs)) == [0, 1, 2]

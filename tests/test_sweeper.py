@@ -116,8 +116,7 @@ def test_stop_rules_budget_and_target(tmp_path):
     s = study(tmp_path)
     for energy, accuracy in ((40.0, 0.6), (50.0, 0.8)):
         t = s.study.ask()
-        t.set_user_attr(names.ENERGY_ATTR, energy)
-        t.set_user_attr("accuracy", accuracy)
+        t.set_user_attr(names.FIGURES_ATTR, {"energy_j": energy, "accuracy": accuracy})
         s.study.tell(t, accuracy)
     assert stop_reason(SweepConfig(), s) is None
     assert stop_reason(SweepConfig(energy_budget_kj=0.09), s) == "energy budget of 0.09 kJ reached (0.090 kJ spent)"

@@ -146,7 +146,8 @@ class BatchEnergy:
                 batch_j: float, overhead_j: float, size: int) -> None:
         frozen = study.frozen(number)
         if final.get("energy_j") is not None:
-            study.set_attrs(number, {k: v for k, v in final.items() if k in names.STOP_RULE_METRICS and v is not None})
+            figures = {k: v for k, v in final.items() if k in names.RECORDED_METRICS and v is not None}
+            study.set_attrs(number, {names.FIGURES_ATTR: figures})
         run_id = frozen.user_attrs.get(names.MLFLOW_RUN_ATTR)
         if not run_id:
             return

@@ -169,11 +169,12 @@ class SweepStudy:
     # ------------------------------------------------------------ what the study found
 
     def spent_j(self) -> float:
-        """Energy the study's trials spent so far, running ones included."""
-        return sum(t.user_attrs.get(names.ENERGY_ATTR, 0.0) for t in self.trials())
+        """Energy the study's trials spent so far: their final figure, or, for a running trial,
+        what it last reported (with an energy budget)."""
+        return sum(figure(t, "energy_j", t.user_attrs.get(names.ENERGY_ATTR, 0.0)) or 0.0 for t in self.trials())
 
     def best_accuracy(self) -> float | None:
-        done = [t.user_attrs.get("accuracy") for t in self.trials(TrialState.COMPLETE)]
+        done = [figure(t, "accuracy") for t in self.trials(TrialState.COMPLETE)]
         known = [a for a in done if a is not None]
         return max(known) if known else None
 
@@ -193,6 +194,11 @@ class SweepStudy:
             for t in self.study.best_trials:
                 log.info("Pareto-optimal round %d: values %s, params %s", t.number + 1, t.values, t.params)
         return results
+
+
+def figure(trial: FrozenTrial, key: str, default: float | None = None) -> float | None:
+    """One of the final figures a job recorded on its trial (greenai.sweep.study_link.record)."""
+    return trial.user_attrs.get(names.FIGURES_ATTR, {}).get(key, default)
 
 
 def _job_alive(trial: FrozenTrial) -> bool:

@@ -141,13 +141,9 @@ class StudyLink:
             raise Pruned(f"pruned at step {step} (accuracy {accuracy:.4f})")
 
     def record(self, metrics: Mapping[str, float | None]) -> None:
-        """Keep the trial's figures on the Optuna trial too: the sweeper's stop rules read its
-        accuracy and energy; the rest is for a reader of the study (optuna-dashboard)."""
-        for key in names.STOP_RULE_METRICS:
-            value = metrics.get(key)
-            if value is not None and value == value:
-                self._set(key, float(value))
-        figures = {k: float(v) for k in names.RECORDED_METRICS if (v := metrics.get(k)) is not None}
+        """Keep the trial's figures on the Optuna trial too, as one attribute: the sweeper's stop
+        rules read its accuracy and energy; the rest is for a reader of the study (optuna-dashboard)."""
+        figures = {k: float(v) for k in names.RECORDED_METRICS if (v := metrics.get(k)) is not None and v == v}
         if figures:
             self._set(names.FIGURES_ATTR, figures)
 
