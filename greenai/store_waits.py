@@ -4,11 +4,14 @@ A store call that fails because another process holds the sqlite file's write lo
 or because the database server does not answer ("away"), is tried again with backoff. The
 first failure of an episode says once what greenai waits for, the first success after it says
 the store answers again, and past the budget one line names the store (StoreUnavailable).
-Other errors are raised at once: a full disk or a bad value does not get better by waiting.
+A full disk ("full") is never waited for: it does not get better by itself, so the call fails
+at once with StoreFull, one line naming the store and the file. Other errors (a bad value) are
+raised as they are.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
@@ -37,6 +40,14 @@ class StoreUnavailable(GreenAIError):
     """A store stayed locked or away longer than greenai waits: one line naming it."""
 
 
+class StoreFull(GreenAIError):
+    """The disk holding a store is full: one line naming the store and the file. The trial it
+    stops is interrupted, not failed by its own doing: its MLflow run ends KILLED and its Optuna
+    trial FAIL marked interrupted, so resuming the study runs its point again."""
+
+    trial_state = "killed"  # read by tracking.end_state and StudyLink.finish
+
+
 @dataclass(frozen=True)
 class Store:
     """A store as the user named it: the config key and its URL (shown with any password hidden)."""
@@ -58,8 +69,9 @@ class Store:
 
 @dataclass(frozen=True)
 class Fault:
-    kind: str  # "busy" or "away"
+    kind: str  # "busy", "away" or "full"
     detail: str
+    file: str | None = None  # the file a full disk refused, where the error names it
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -71,14 +83,38 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
+# A full disk, as each layer says it: the OS (ENOSPC; EDQUOT, a quota), sqlite (SQLITE_FULL),
+# PostgreSQL (SQLSTATE 53100, disk_full), and servers that pass the OS's words on (MySQL).
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+FULL_TEXTS = ("database or disk is full", "No space left on device", "Disk quota exceeded")
+DISK_FULL_SQLSTATE = "53100"
+
+
+def _full(error: BaseException) -> Fault | None:
+    if isinstance(error, GreenAIError):
+        return None  # greenai's own one line, which may quote the words below
+    if isinstance(error, OSError) and error.errno in FULL_ERRNOS:
+        filename = error.filename if isinstance(error.filename, str) else None
+        return Fault("full", error.strerror or os.strerror(error.errno), filename)
+    if DISK_FULL_SQLSTATE in (getattr(error, "pgcode", None), getattr(error, "sqlstate", None)):
+        return Fault("full", redact((str(error).strip().splitlines() or ["disk full"])[0])[:160])
+    text = str(error)
+    return next((Fault("full", phrase) for phrase in FULL_TEXTS if phrase in text), None)
+
+
 def fault_of(exc: BaseException) -> Fault | None:
-    """Busy (a sqlite lock held elsewhere) or away (a database server that does not answer), or
-    None for any other error. Libraries wrap the driver's error (Optuna's StorageInternalError,
-    MLflow's MlflowException), so the whole chain of causes is read."""
+    """Busy (a sqlite lock held elsewhere), away (a database server that does not answer) or
+    full (the disk under the store), or None for any other error. Libraries wrap the driver's
+    error (Optuna's StorageInternalError, MLflow's MlflowException), so the whole chain of
+    causes is read; a full disk anywhere in it wins, as nothing else is worth waiting for then."""
     from sqlalchemy import exc as sa
 
-    if isinstance(exc, StoreUnavailable):
+    if isinstance(exc, (StoreUnavailable, StoreFull)):
         return None  # greenai gave up on the store already: not waited for again
+    for error in _chain(exc):
+        full = _full(error)
+        if full is not None:
+            return full
     for error in _chain(exc):
         text = str(error)
         if "database is locked" in text or "database table is locked" in text:
@@ -95,12 +131,13 @@ def _env(kind: str) -> str:
 
 
 class QuietWhileWaiting(logging.Filter):
-    """Drops a library's own report of a locked sqlite file (MLflow logs each locked attempt at
-    ERROR, with a traceback): greenai says once that it waits, and names the store if it stops."""
+    """Drops a library's own report of a locked sqlite file or a full disk (MLflow logs each
+    failed attempt at ERROR, with a traceback): greenai says once that it waits, and names the
+    store if it stops."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else "")
-        return "database is locked" not in text
+        return "database is locked" not in text and not any(phrase in text for phrase in FULL_TEXTS)
 
 
 def budget_seconds(kind: str) -> float:
@@ -158,11 +195,19 @@ def unavailable(store: Store, episode: _Episode) -> StoreUnavailable:
     return StoreUnavailable(f"{store.label}: {what} for {seconds:.0f} s, longer than greenai waits ({limit})")
 
 
+def full(store: Store, fault: Fault) -> StoreFull:
+    """The one line for a store whose disk is full: its key, the file and what the OS said."""
+    file = fault.file or store.file
+    where = f"the disk holding {file}" if file else "the disk of its server"
+    return StoreFull(f"{store.label}: {where} is full ({fault.detail})")
+
+
 def retry(call: Callable[[], T], store: Store, kinds: tuple[str, ...] = ("busy", "away")) -> T:
     """call(), tried again while it fails because `store` is busy or away (the fault `kinds`
-    waited for), up to the budget of that kind of fault; then StoreUnavailable. Once greenai
-    has given up on a store, later calls fail at once for as long again, then are tried once,
-    not waited for: a trial closing after the store failed it must not wait a budget per write."""
+    waited for), up to the budget of that kind of fault; then StoreUnavailable. A full disk
+    fails at once, as StoreFull naming the store. Once greenai has given up on a store, later
+    calls fail at once for as long again, then are tried once, not waited for: a trial closing
+    after the store failed it must not wait a budget per write."""
     with _GUARD:
         episode = _EPISODES.get(store.label)
     if episode is not None and episode.given_up_at is not None and episode.fault.kind in kinds:
@@ -174,6 +219,8 @@ def retry(call: Callable[[], T], store: Store, kinds: tuple[str, ...] = ("busy",
             result = call()
         except Exception as exc:
             fault = fault_of(exc)
+            if fault is not None and fault.kind == "full":
+                raise full(store, fault) from exc
             if fault is None or fault.kind not in kinds:
                 raise
             episode = waiting(store, fault)

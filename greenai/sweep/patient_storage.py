@@ -6,6 +6,7 @@ is tried again until the store answers or its budget runs out. The per-epoch wri
 training job (user attributes such as energy_j, intermediate values) do not wait while the
 database is away: they are kept in order and sent before the next call that must reach the
 database, so training goes on and the trial's result is told, once, when the database is back.
+A full disk is not waited for: the call fails at once with StoreFull, naming the store.
 """
 
 from __future__ import annotations
@@ -88,8 +89,11 @@ class PatientStorage(BaseStorage):
         try:
             result = call()
         except Exception as exc:
-            if fault_of(exc) is None:
+            fault = fault_of(exc)
+            if fault is None:
                 raise
+            if fault.kind == "full":  # not worth waiting for: the trial ends
+                raise store_waits.full(self._store, fault) from exc
             raise _Away() from None
         store_waits.answered(self._store)
         return result
@@ -115,6 +119,8 @@ class PatientStorage(BaseStorage):
                     fault = fault_of(exc)
                     if fault is None:
                         raise
+                    if fault.kind == "full":
+                        raise store_waits.full(self._store, fault) from exc
                     self._next_try = time.monotonic() + RETRY_SECONDS
                     return
                 store_waits.answered(self._store)
