@@ -1,4 +1,5 @@
-"""Errors greenai reports as one line: bad input the user can fix."""
+"""Errors greenai reports as one line: bad input the user can fix (exit status 2), a store
+whose disk is full (exit status 3)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,16 @@ from types import FrameType
 from typing import NoReturn
 
 EXIT_BAD_INPUT = 2
+# A store's disk filled up: nothing wrong with the input, and rerunning after freeing space
+# continues where the command stopped (greenai.full_disk).
+EXIT_STORE_FULL = 3
 
 
-def fail(message: str) -> NoReturn:
-    """Print one line to stderr and exit with status 2 (SystemExit passes through Hydra)."""
+def fail(message: str, status: int = EXIT_BAD_INPUT) -> NoReturn:
+    """Print one line to stderr and exit with `status`, 2 unless told (SystemExit passes
+    through Hydra)."""
     print(f"greenai: error: {message}", file=sys.stderr)
-    raise SystemExit(EXIT_BAD_INPUT)
+    raise SystemExit(status)
 
 
 def failure_reason(exc: BaseException) -> str:
