@@ -138,14 +138,15 @@ def metric_points(values: Mapping[str, float | None], step: int = 0) -> list[Met
 def end_state(exc: BaseException | None) -> tuple[str, str]:
     """(MLflow status, greenai trial state) for a run that ended with `exc` (None = success).
 
-    A pruned trial stopped on purpose: FINISHED in MLflow, `pruned` in greenai's tag. The
-    exception says so through a `trial_state` attribute, so this module needs no Optuna.
+    A pruned trial stopped on purpose: FINISHED in MLflow, `pruned` in greenai's tag. One
+    stopped from outside (a signal, a store's disk full) is KILLED. The exception says so through
+    a `trial_state` attribute, so this module needs no Optuna.
     """
     if exc is None:
         return "FINISHED", "finished"
     if getattr(exc, "trial_state", None) == "pruned":
         return "FINISHED", "pruned"
-    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)) or getattr(exc, "trial_state", None) == "killed":
         return "KILLED", "killed"
     return "FAILED", "failed"
 

@@ -13,6 +13,7 @@ import logging
 import math
 import time
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 import torch
@@ -21,11 +22,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from greenai import devices, models, names, tracking
 from greenai.energy import Meter
+from greenai.full_disk import folder_full
 from greenai.idle import IdlePower
 from greenai.job import JobContext
 from greenai.loop import EpochResult, format_progress
 from greenai.owner import owner_id
 from greenai.redaction import redact, redact_text
+from greenai.store_waits import StoreFull
 from greenai.stores import StoreURL
 from greenai.sweep.study_link import StudyLink
 from greenai.trial import TrialFigures, epoch_metrics
@@ -123,6 +126,17 @@ def job_return(values: list[float | None]) -> float | tuple[float, float]:
     return returned[0] if len(returned) == 1 else (returned[0], returned[1])
 
 
+def _kept(full: list[StoreFull], write: Callable[[], object]) -> bool:
+    """write(), unless a store's disk is full: then the StoreFull joins `full` (the trial's
+    other writes go on) and False is returned."""
+    try:
+        write()
+    except StoreFull as exc:
+        full.append(exc)
+        return False
+    return True
+
+
 def spent(figures: TrialFigures) -> str:
     """The energy a trial spent, for its last console line."""
     joules = figures.metrics()["energy_j"]
@@ -193,17 +207,29 @@ class TrialRecord:
         self.link.report(step, result.test_accuracy, self.figures.metrics()["energy_j"])
 
     def close(self, values: list[float | None] | None, exc: BaseException | None, totals: bool = True) -> None:
-        """The trial's figures, kept whatever stopped it, then how it ended, on both records."""
+        """The trial's figures, kept whatever stopped it, then how it ended, on both records.
+
+        A store whose disk is full (StoreFull) does not stop the other from taking its part:
+        each write is tried on its own, the trial then ends as stopped by the full store (MLflow
+        KILLED, Optuna FAIL marked interrupted, wherever that can still be written), and the
+        first StoreFull is raised once everything else is written."""
         final = self.figures.metrics()
         params, metrics, tags = self.pending.take()
         tags.update({names.ENERGY_SOURCE: self.figures.source.value, **self._approximations(), **tracking.ending_tags(exc)})
+        full: list[StoreFull] = []
         # MLflow first: what was measured is kept even if the process dies before the study is told.
-        self.run.log(params, metrics + tracking.metric_points(final), tags)
-        self.link.record(final)
-        self.link.finish(None if exc is not None else values, exc)
-        tracking.terminate(self.run, exc)
+        logged = _kept(full, lambda: self.run.log(params, metrics + tracking.metric_points(final), tags))
+        _kept(full, lambda: self.link.record(final))
+        ended = full[0] if full else exc
+        _kept(full, lambda: self.link.finish(None if ended is not None else values, ended))
+        ended = full[0] if full else exc
+        if full and logged:  # MLflow took the ending `exc` gave; a full disk stopped the trial instead
+            _kept(full, lambda: self.run.tags(tracking.ending_tags(ended)))
+        _kept(full, lambda: tracking.terminate(self.run, ended))
         if totals:  # a fused group adds its trials together, once
-            add_to_sweep_totals([(self, exc)])
+            _kept(full, lambda: add_to_sweep_totals([(self, ended)]))
+        if full:
+            raise full[0]
 
     def _approximations(self) -> dict[str, str]:
         short = self.figures.approximate_windows
@@ -231,7 +257,13 @@ def add_to_sweep_totals(records: list[tuple[TrialRecord, BaseException | None]])
     folder, parent = first.job.sweep_folder, first.job.parent_run_id
     if folder is None or parent is None:
         return
-    totals = folder.add_progress(*(record.progress(exc) for record, exc in records))
+    try:
+        totals = folder.add_progress(*(record.progress(exc) for record, exc in records))
+    except OSError as error:
+        stopped = folder_full("hydra.sweep.dir", folder.path, error)
+        if stopped is None:
+            raise
+        raise stopped from error
     tracking.RunLogger(first.run.mlflow, parent).metrics(
         {"sweep_trials_done": totals["trials"], "sweep_energy_so_far_j": totals["energy_j"],
          "sweep_best_accuracy_so_far": totals["best_accuracy"]},

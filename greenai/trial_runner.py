@@ -25,6 +25,7 @@ import optuna
 
 from greenai import fusion
 from greenai.loop import EpochResult
+from greenai.store_waits import StoreFull
 from greenai.sweep.study_link import Pruned, PrunedAt
 from greenai.trial import hyperparameters, run_repeats
 from greenai.trial_record import TrialRecord, add_to_sweep_totals, job_return, objective, spent
@@ -116,8 +117,17 @@ def run_fused(trials: Sequence[PreparedTrial]) -> list[Any]:
             if not trial.done:
                 trial.record.close(None, exc)
         raise
-    outcomes = [_finish(trial, runs) for trial in trials]
-    add_to_sweep_totals([(t.record, o if isinstance(o, BaseException) else _pruned(o)) for t, o in zip(trials, outcomes, strict=True)])
+    outcomes: list[Any] = []
+    for trial in trials:
+        try:
+            outcomes.append(_finish(trial, runs))
+        except StoreFull as exc:  # the trial ends with it; the group's other trials are still closed
+            outcomes.append(exc)
+    try:
+        ends = [o if isinstance(o, BaseException) else _pruned(o) for o in outcomes]
+        add_to_sweep_totals([(t.record, end) for t, end in zip(trials, ends, strict=True)])
+    except StoreFull as exc:  # each trial is recorded; each job says the disk is full, and the sweep stops
+        outcomes = [o if isinstance(o, BaseException) else exc for o in outcomes]
     return outcomes
 
 

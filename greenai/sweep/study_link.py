@@ -155,7 +155,8 @@ class StudyLink:
         study = self.trial.study
         if exc is not None and not isinstance(exc, optuna.TrialPruned):
             self._set(names.FAILURE_ATTR, failure_reason(exc))
-            if isinstance(exc, KeyboardInterrupt):
+            # Stopped from outside (a signal, a store's disk full): its point runs again on resume.
+            if isinstance(exc, KeyboardInterrupt) or getattr(exc, "trial_state", None) == "killed":
                 self._set(names.INTERRUPTED_ATTR, True)
         if self.defer_tell:
             return
