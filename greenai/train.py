@@ -11,11 +11,13 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from greenai import devices
+from greenai import devices, log_files
 from greenai.config import register_schema
-from greenai.errors import BadInput, GreenAIError, command_line_errors, fail, interrupt_on_sigterm
+from greenai.errors import EXIT_STORE_FULL, BadInput, GreenAIError, command_line_errors, fail, interrupt_on_sigterm
+from greenai.full_disk import stop_line
 from greenai.job import JobContext, discard_run_folder
 from greenai.redaction import redact_logs
+from greenai.store_waits import StoreFull
 from greenai.sweep.fused_launcher import register as register_fused_launcher
 from greenai.sweep.study_link import PrunedAt
 from greenai.sweep.sweeper import register as register_sweeper
@@ -49,20 +51,33 @@ TRUSTED_TARGETS = ("greenai.*", "hydra_plugins.*", "optuna.samplers.*", "optuna.
 def hydra_main(cfg: DictConfig) -> float | tuple[float, float] | PrunedAt:
     interrupt_on_sigterm()
     redact_logs()
+    log_files.guard_log_files()
     try:
-        return train(cfg)
+        returned = train(cfg)
+        log_full = log_files.full()  # the trial is recorded, but its log met a full disk
+        if log_full is not None:
+            if JobContext.is_multirun():
+                raise log_full  # the sweeper stops: the next job could not write its files there
+            fail(stop_line(log_full, "run finished"), EXIT_STORE_FULL)
+        return returned
     except GreenAIError as exc:
         if JobContext.is_multirun():
             raise  # the sweeper records the trial as failed, with this message
+        if isinstance(exc, StoreFull):
+            fail(stop_line(exc, "run"), EXIT_STORE_FULL)
         if isinstance(exc, BadInput):
             discard_run_folder()
         fail(str(exc))
 
 
 def main() -> None:
-    """`python -m greenai.train` / `greenai-train`."""
+    """`python -m greenai.train` / `greenai-train`. A sweep stopped by a full store arrives
+    here as StoreFull (a single run says so itself, in hydra_main)."""
     with command_line_errors():
-        hydra_main()
+        try:
+            hydra_main()
+        except StoreFull as exc:
+            fail(stop_line(exc, "sweep"), EXIT_STORE_FULL)
 
 
 if __name__ == "__main__":

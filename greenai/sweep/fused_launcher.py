@@ -28,6 +28,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from greenai.errors import interrupt_on_sigterm
+from greenai.log_files import guard_log_files
 from greenai.redaction import redact_logs
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ def prepare_trial(cfg: DictConfig) -> Any:
 
     interrupt_on_sigterm()
     redact_logs()
+    guard_log_files()
     setup = prepare(cfg)
     return PreparedTrial(setup, open_record(setup, cfg))
 

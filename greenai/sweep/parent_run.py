@@ -24,7 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from greenai import names, tracking
 from greenai.devices import pick_device
 from greenai.energy import make_meter
-from greenai.errors import GreenAIError, Interrupted, fail, failure_reason, interrupt_on_sigterm
+from greenai.errors import EXIT_STORE_FULL, GreenAIError, Interrupted, fail, failure_reason, interrupt_on_sigterm
+from greenai.full_disk import folder_full, stop_line
 from greenai.idle import idle_power
 from greenai.owner import owner_alive, owner_id
 from greenai.preflight import check_jobs, job_override_lists
@@ -32,6 +33,7 @@ from greenai.reachability import check_reachable
 from greenai.redaction import redact_logs, redact_text
 from greenai.sweep_totals import sweep_summary
 from greenai.run_rows import row_from_run
+from greenai.store_waits import StoreFull
 from greenai.stores import StoreURL
 from greenai.sweep.storage import make_storage, study_trials
 from greenai.sweep.study_link import Pruned
@@ -59,9 +61,14 @@ class SweepRunCallback(Callback):
             search = self._check(config)
             self._start(config, search)
             self._measure_idle(config)
+        except StoreFull as exc:
+            fail(stop_line(exc, "sweep"), EXIT_STORE_FULL)
         except GreenAIError as exc:
             fail(str(exc))
         except Exception as exc:
+            stopped = folder_full("hydra.sweep.dir", Path(os.getcwd()) / str(config.hydra.sweep.dir), exc)
+            if stopped is not None:  # the parent run's id or the idle power, written in the sweep folder
+                fail(stop_line(stopped, "sweep"), EXIT_STORE_FULL)
             fail(f"tracking.uri={redact_text(str(config.tracking.uri))}: cannot open the sweep's MLflow run ({failure_reason(exc)})")
 
     @staticmethod
@@ -161,9 +168,18 @@ class SweepRunCallback(Callback):
         if self.run is None:
             return
         try:
-            self._summarize(config)
+            try:
+                self._summarize(config)
+            finally:
+                tracking.close_run(self.run, exc)
+        except StoreFull as full:
+            # The MLflow store's disk is full: the run stays open until the next command on the
+            # store closes it. A sweep stopped by it says so in its one line; one that had ended
+            # says it here.
+            if not isinstance(exc, StoreFull):
+                fail(stop_line(full, "sweep"), EXIT_STORE_FULL)
+            log.debug("the sweep's run is not summarized: %s", full)
         finally:
-            tracking.close_run(self.run, exc)
             self.run = None
 
     def _summarize(self, config: DictConfig) -> None:

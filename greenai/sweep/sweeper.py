@@ -24,6 +24,7 @@ from typing import Any
 import optuna
 from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_method, instantiate
@@ -31,8 +32,11 @@ from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
+from greenai import log_files
 from greenai.errors import fail, failure_reason
+from greenai.full_disk import folder_full
 from greenai.redaction import redact_logs
+from greenai.store_waits import StoreFull
 from greenai.stores import StoreURL
 from greenai.sweep.space import SearchSpace, check_space, parse_space
 from greenai.sweep.stopping import FailureBudget, stop_reason
@@ -146,6 +150,15 @@ class GreenOptunaSweeper(Sweeper):
         space = parse_space([f"{k}={v}" for k, v in (self.params or {}).items()] + arguments)
         directions = self._directions()
         study = self._open_study(space, directions)
+        try:
+            self._loop(study, space)
+        except StoreFull as exc:
+            # The trial that met the full disk kept what could still be written and no further
+            # trial is launched; the command ends with one line naming the store (greenai.train).
+            self._save_if_possible(study, f"stopped: {exc}")
+            raise
+
+    def _loop(self, study: SweepStudy, space: SearchSpace) -> None:
         from greenai.sweep.packing import BatchEnergy  # torch, only once a sweep runs
 
         batch_energy = BatchEnergy.for_sweep(self.config, self.folder)
@@ -188,16 +201,38 @@ class GreenOptunaSweeper(Sweeper):
         energy.begin()
         returns = self._launch(study, trials, overrides)
         attributed = energy.end(study, trials)
-        states = [study.outcome(t, r, attributed.get(t.number)) for t, r in zip(trials, returns, strict=True)]
+        full = [_store_full(r) for r in returns]
+        states = [
+            study.outcome(t, r, attributed.get(t.number)) if f is None else self._interrupt(study, t, f)
+            for t, r, f in zip(trials, returns, full, strict=True)
+        ]
+        stopped = next((f for f in full if f is not None), None) or log_files.full()
+        if stopped is not None:
+            raise stopped  # the next job would meet the full disk too
         if any(isinstance(r, LostJob) for r in returns):
             study.recover_interrupted(set(space.distributions))  # run the lost points again, in this sweep
         return states.count(TrialState.FAIL)
+
+    @staticmethod
+    def _interrupt(study: SweepStudy, trial: optuna.Trial, full: StoreFull) -> None:
+        """A trial whose job met a full disk: failed as interrupted if its job could not tell the
+        study (its point runs again on resume), else left as the job told it."""
+        try:
+            study.settle([trial], f"interrupted: {failure_reason(full)}", grace=0.0)
+        except StoreFull:
+            pass  # the study is the full store: the next command finds the trial's process gone and does this
 
     def _launch(self, study: SweepStudy, trials: list[optuna.Trial], overrides: list[tuple[str, ...]]) -> list[Any]:
         redact_logs()  # the launcher logs each job's overrides, credentials in URLs included
         try:
             returns = list(self.launcher.launch(overrides, initial_job_idx=self.job_idx))
         except Exception as exc:
+            # Hydra writes each job's files (.hydra/*.yaml) before the job starts: a full disk
+            # there stops the sweep, its jobs' trials interrupted.
+            stopped = folder_full("hydra.sweep.dir", self.folder.path.absolute(), exc)
+            if stopped is not None:
+                study.settle(trials, f"interrupted: {failure_reason(stopped)}", grace=0.0)
+                raise stopped from exc
             # A job the cluster cancelled, timed out or lost: the sweep goes on. The other jobs
             # of the batch told the study their results themselves.
             reason = failure_reason(exc)
@@ -220,3 +255,19 @@ class GreenOptunaSweeper(Sweeper):
 
     def _save(self, study: SweepStudy, stop_reason: str) -> None:
         self.folder.write_results(study.results(self.n_trials, stop_reason))
+
+    def _save_if_possible(self, study: SweepStudy, stop_reason: str) -> None:
+        """The results file, unless the sweep folder is the full disk (resuming rewrites it)."""
+        try:
+            self._save(study, stop_reason)
+        except (OSError, StoreFull) as exc:
+            log.debug("results not saved: %s", exc)
+
+
+def _store_full(returned: Any) -> StoreFull | None:
+    """The StoreFull a job ended with, if any. Hydra's JobReturn gives a failed job's error only
+    by raising it, after a line on stderr: read as it was set."""
+    if isinstance(returned, JobReturn) and returned.status is JobStatus.FAILED:
+        error = getattr(returned, "_return_value", None)
+        return error if isinstance(error, StoreFull) else None
+    return None
