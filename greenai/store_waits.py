@@ -90,16 +90,24 @@ FULL_TEXTS = ("database or disk is full", "No space left on device", "Disk quota
 DISK_FULL_SQLSTATE = "53100"
 
 
-def _full(error: BaseException) -> Fault | None:
-    if isinstance(error, GreenAIError):
-        return None  # greenai's own one line, which may quote the words below
-    if isinstance(error, OSError) and error.errno in FULL_ERRNOS:
-        filename = error.filename if isinstance(error.filename, str) else None
-        return Fault("full", error.strerror or os.strerror(error.errno), filename)
-    if DISK_FULL_SQLSTATE in (getattr(error, "pgcode", None), getattr(error, "sqlstate", None)):
-        return Fault("full", redact((str(error).strip().splitlines() or ["disk full"])[0])[:160])
-    text = str(error)
-    return next((Fault("full", phrase) for phrase in FULL_TEXTS if phrase in text), None)
+def _full(chain: list[BaseException]) -> Fault | None:
+    """The OS's or the database's own word first (its error code), then their words in a
+    message; greenai's own one lines, which may quote those words, are not read."""
+    errors = [e for e in chain if not isinstance(e, GreenAIError)]
+    for error in errors:
+        if isinstance(error, OSError) and error.errno in FULL_ERRNOS:
+            filename = error.filename if isinstance(error.filename, str) else None
+            return Fault("full", error.strerror or os.strerror(error.errno), filename)
+        # SQLAlchemy keeps the driver's error as .orig (psycopg: sqlstate, psycopg2: pgcode).
+        for driver in (error, getattr(error, "orig", None)):
+            if DISK_FULL_SQLSTATE in (getattr(driver, "pgcode", None), getattr(driver, "sqlstate", None)):
+                return Fault("full", redact((str(driver).strip().splitlines() or ["disk full"])[0])[:160])
+    for error in errors:
+        text = str(error)
+        found = next((phrase for phrase in FULL_TEXTS if phrase in text), None)
+        if found:
+            return Fault("full", found)
+    return None
 
 
 def fault_of(exc: BaseException) -> Fault | None:
@@ -111,10 +119,9 @@ def fault_of(exc: BaseException) -> Fault | None:
 
     if isinstance(exc, (StoreUnavailable, StoreFull)):
         return None  # greenai gave up on the store already: not waited for again
-    for error in _chain(exc):
-        full = _full(error)
-        if full is not None:
-            return full
+    full = _full(list(_chain(exc)))
+    if full is not None:
+        return full
     for error in _chain(exc):
         text = str(error)
         if "database is locked" in text or "database table is locked" in text:

@@ -268,8 +268,10 @@ def test_a_full_disk_is_told_apart_from_a_busy_or_absent_store_wherever_it_is_in
     assert (
         fault_of(chained(OSError(errno.EDQUOT, os.strerror(errno.EDQUOT)), RuntimeError("write failed"))).kind == "full"
     )
-    pg_full = psycopg.errors.DiskFull('could not extend file "base/16384/2619": No space left on device')
-    assert fault_of(sa.OperationalError("UPDATE ...", {}, pg_full)).kind == "full", "not 'away': SQLSTATE 53100"
+    pg_full = psycopg.errors.DiskFull('could not write to file "pg_wal/xlogtemp.52": no room')
+    fault = fault_of(sa.OperationalError("UPDATE ...", {}, pg_full))
+    assert fault.kind == "full", "not 'away': SQLSTATE 53100, whatever the message says"
+    assert fault.detail == 'could not write to file "pg_wal/xlogtemp.52": no room'
     pg_away = psycopg.OperationalError("connection refused")
     assert fault_of(sa.OperationalError("SELECT 1", {}, pg_away)).kind == "away"
     assert fault_of(sa.OperationalError("x", {}, sqlite3.OperationalError("database is locked"))).kind == "busy"
