@@ -149,7 +149,7 @@ def test_the_mlflow_store_disk_fills_during_trial_1(greenai, fashion_root, tmp_p
     (trial,) = trials_in(greenai.cwd / "optuna.db")
     assert trial.state.name == "FAIL" and trial.user_attrs["interrupted"] is True, trial
     assert trial.user_attrs["failure_reason"].startswith("StoreFull: tracking.uri=")
-    assert trial.user_attrs["energy_j"] > 0
+    assert trial.user_attrs["figures"]["energy_j"] > 0 and trial.user_attrs["figures"]["epochs_run"] == EPOCHS
     assert len(trial_runs(runs_in(db))) == 1
     small_disk.free()
     greenai(*args)
