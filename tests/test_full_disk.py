@@ -227,6 +227,28 @@ def test_a_single_run_whose_mlflow_disk_fills_stops_with_one_line(greenai, fashi
     assert second.info.status == "FINISHED"
 
 
+def test_a_single_run_whose_log_meets_a_full_disk_finishes_and_says_so(greenai, fashion_root, tmp_path, small_disk):
+    folder = small_disk.path / "run"
+    args = [f"dataset.root={fashion_root}", f"dataset.cache_dir={tmp_path / 'cache'}", "batch_size=16"]
+    log = tmp_path / "run.log"
+    proc = greenai.start(*args, f"epochs={EPOCHS}", f"hydra.run.dir={folder}", log=log)
+    wait_for(log, "epoch   2/", proc)
+    small_disk.fill()
+    code = proc.wait(timeout=300)
+    text = log.read_text()
+    assert code == 3, text[-3000:]
+    assert_one_line(
+        text,
+        f"hydra.run.dir={folder}: the disk holding {folder}/train.log is full (No space left on device)",
+        "; the run finished and is recorded in the stores, but its log is cut short. Free space there before the "
+        "next command",
+    )
+    assert len([line for line in text.splitlines() if "this job's log stops here" in line]) == 1
+    assert f"epoch  {EPOCHS}/{EPOCHS}" in text, "the console kept every line"
+    (run,) = trial_runs(runs_in(greenai.cwd / "mlflow.db"))
+    assert run.info.status == "FINISHED" and run.data.metrics["epochs_run"] == EPOCHS
+
+
 def test_a_single_run_whose_output_folder_is_full_does_not_start(greenai, fashion_root, tmp_path, small_disk):
     small_disk.fill()
     folder = small_disk.path / "run"
