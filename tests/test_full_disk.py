@@ -18,8 +18,9 @@ from pathlib import Path
 
 import optuna
 import pytest
+from mlflow import MlflowClient
 from servers import as_root
-from stores import by_state, energy_kept, sweep_runs, trial_runs
+from stores import assert_every_epoch_once, by_state, energy_kept, sweep_runs, trial_runs
 from test_reliability import wait_for
 
 EPOCHS = 40  # long enough that trial 1 is still training when its disk fills
@@ -82,8 +83,6 @@ def sweep_args(fashion_root: Path, tmp_path: Path, *store: str) -> list[str]:
 
 
 def runs_in(db: Path) -> list:
-    from mlflow import MlflowClient
-
     client = MlflowClient(f"sqlite:///{db}")
     experiment = client.get_experiment_by_name("greenai")
     assert experiment is not None
@@ -118,7 +117,8 @@ def assert_no_second_trial(text: str) -> None:
 
 def assert_resumed_to_three(optuna_db: Path, mlflow_db: Path, interrupted: bool) -> None:
     """The rerun completed the study: 3 trials COMPLETE (the interrupted one's point run again),
-    3 finished runs, one per trial, nothing RUNNING in either store."""
+    3 finished runs, one per trial, each with every epoch's metrics once, nothing RUNNING in
+    either store."""
     trials = trials_in(optuna_db)
     states = Counter(t.state.name for t in trials)
     assert states == ({"COMPLETE": 3, "FAIL": 1} if interrupted else {"COMPLETE": 3}), states
@@ -133,6 +133,9 @@ def assert_resumed_to_three(optuna_db: Path, mlflow_db: Path, interrupted: bool)
         t.number for t in trials if t.state.name == "COMPLETE"
     ), "each complete trial has one finished run"
     assert len(finished) == 3 and len(trial_runs_) == (4 if interrupted else 3)
+    client = MlflowClient(f"sqlite:///{mlflow_db}")
+    for run in finished:
+        assert_every_epoch_once(client, run, EPOCHS)
     (sweep,) = sweep_runs(runs)
     assert sweep.info.status == "FINISHED"
 
