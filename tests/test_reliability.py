@@ -34,6 +34,8 @@ def assert_complete_and_clean(work: Path, n_trials: int) -> None:
     trials = optuna_trials(work)
     states = Counter(t.state.name for t in trials)
     assert states["COMPLETE"] == n_trials and not states["RUNNING"] and not states["WAITING"], states
+    points = [tuple(sorted(t.params.items())) for t in trials if t.state.name == "COMPLETE"]
+    assert len(set(points)) == n_trials, "a resumed study runs each point once (a grid numbers its points alike)"
     runs = trial_runs(mlflow_runs(work))
     assert not [r for r in runs if r.info.status == "RUNNING"], "no run is left RUNNING"
     finished = by_state(runs, "finished")

@@ -114,9 +114,12 @@ class GreenOptunaSweeper(Sweeper):
         """The configured sampler, seeded by `seed` for a new study: the same command samples
         the same trials. Reopening an existing study (resuming it, or a worker joining others
         on it) shifts the seed by the trials already there and by this process, so a resumed
-        or parallel random sweep does not replay points already run or being run."""
+        or parallel random sweep does not replay points already run or being run. Not a grid's:
+        GridSampler numbers its points in an order drawn from the seed, and every process must
+        agree on what grid point N is (it asks the study which numbers are taken)."""
         config = OmegaConf.create(OmegaConf.to_container(self.sampler_config, resolve=True))
-        if trials_so_far is not None and config.get("seed") is not None:
+        grid = str(config.get("_target_", "")).endswith("GridSampler")
+        if trials_so_far is not None and config.get("seed") is not None and not grid:
             config.seed = (int(config.seed) + trials_so_far + 7919 * os.getpid()) % 2**32
         sampler = instantiate(config, _execution_whitelist_=("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*"))
         if not (isinstance(sampler, functools.partial) and sampler.func == optuna.samplers.GridSampler):
