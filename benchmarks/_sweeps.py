@@ -12,8 +12,13 @@ from pathlib import Path
 def run(work: Path, *args: str, module: str = "train") -> float:
     """Run `python -m greenai.<module> ARGS` in `work`; return its wall time in seconds."""
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", f"greenai.{module}", *args], cwd=work, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", f"greenai.{module}", *args],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     if proc.returncode != 0:
         sys.exit(f"benchmark command failed ({proc.returncode}): {' '.join(args)}\n{proc.stderr[-3000:]}")
     return time.perf_counter() - start

@@ -22,19 +22,32 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        run(work, "-m", "searcher=random", "space=paper3", "hydra.sweeper.n_trials=500",
-            f"sweep.energy_budget_kj={args.budget_kj}", f"epochs={args.epochs}",
-            f"dataset.train_size={args.train_size}", "dataset.test_size=1000", f"dataset.cache_dir={work / 'cache'}")
+        run(
+            work,
+            "-m",
+            "searcher=random",
+            "space=paper3",
+            "hydra.sweeper.n_trials=500",
+            f"sweep.energy_budget_kj={args.budget_kj}",
+            f"epochs={args.epochs}",
+            f"dataset.train_size={args.train_size}",
+            "dataset.test_size=1000",
+            f"dataset.cache_dir={work / 'cache'}",
+        )
         trials = sorted(study_trials(work), key=lambda t: t.number)
         source = energy_source(work)
     energies = [t.user_attrs.get("figures", {}).get("energy_j", 0.0) for t in trials]
     budget, spent = args.budget_kj * 1000, sum(energies)
-    print(f"random sweep with sweep.energy_budget_kj={args.budget_kj}, energy {source}: "
-          f"{len(trials)} trials ran (500 allowed)")
+    print(
+        f"random sweep with sweep.energy_budget_kj={args.budget_kj}, energy {source}: "
+        f"{len(trials)} trials ran (500 allowed)"
+    )
     print(f"  budget {budget:.1f} J, spent {spent:.1f} J, before the last trial {spent - energies[-1]:.1f} J")
-    print(f"  overshoot {spent - budget:.1f} J = {(spent - budget) / max(energies):.2f} x the largest trial "
-          f"({max(energies):.1f} J); "
-          f"spent / budget = {spent / budget:.3f}")
+    print(
+        f"  overshoot {spent - budget:.1f} J = {(spent - budget) / max(energies):.2f} x the largest trial "
+        f"({max(energies):.1f} J); "
+        f"spent / budget = {spent / budget:.3f}"
+    )
     within = spent - budget <= max(energies) and spent - energies[-1] < budget
     print(f"  ends within one trial's energy of the budget: {within}")
 

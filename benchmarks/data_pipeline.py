@@ -30,8 +30,9 @@ def fresh_model(device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]
     return model, make_optimizer(model, Hyperparameters(1e-3, 0.9, 0.999, 1e-8, 0.0))
 
 
-def loader_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: torch.utils.data.DataLoader,
-                 device: torch.device) -> float:
+def loader_epoch(
+    model: nn.Module, optimizer: torch.optim.Optimizer, loader: torch.utils.data.DataLoader, device: torch.device
+) -> float:
     """The same training step as greenai's, fed by the DataLoader."""
     batches = ((x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in loader)
     return train_on(model, optimizer, batches)
@@ -47,16 +48,26 @@ def measured(meter: energy.Meter, step) -> tuple[float, float | None]:  # type: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-size", type=int, default=60000)
-    parser.add_argument("--workers", type=int, default=0,
-                        help="DataLoader workers (their CPU time escapes the CPU estimate)")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="DataLoader workers (their CPU time escapes the CPU estimate)"
+    )
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--root", help="a Fashion-MNIST folder (default: system locations, then the cache)")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     meter = energy.make_meter(EnergyConfig(), device)
     with tempfile.TemporaryDirectory() as cache:
-        cfg = DatasetConfig(name=DatasetName.fashion_mnist, channels=1, height=28, width=28, mean=[MEAN], std=[STD],
-                            root=args.root, cache_dir=cache, train_size=args.train_size)
+        cfg = DatasetConfig(
+            name=DatasetName.fashion_mnist,
+            channels=1,
+            height=28,
+            width=28,
+            mean=[MEAN],
+            std=[STD],
+            root=args.root,
+            cache_dir=cache,
+            train_size=args.train_size,
+        )
         start = time.perf_counter()
         tensors = data.load(cfg, device)
         setup = time.perf_counter() - start
@@ -65,26 +76,43 @@ def main() -> None:
         subset = train
         if args.train_size < len(train):
             subset = torch.utils.data.Subset(train, data.balanced_subset(train.targets, args.train_size, 0).tolist())
-        loader = torch.utils.data.DataLoader(subset, batch_size=512, shuffle=True, num_workers=args.workers,
-                                             pin_memory=device.type == "cuda",
-                                             generator=torch.Generator().manual_seed(1234))
+        loader = torch.utils.data.DataLoader(
+            subset,
+            batch_size=512,
+            shuffle=True,
+            num_workers=args.workers,
+            pin_memory=device.type == "cuda",
+            generator=torch.Generator().manual_seed(1234),
+        )
         ours, theirs = [], []
         for _ in range(args.repeats):
             model, opt = fresh_model(device)
             # Default arguments bind this round's model and optimiser (measured() calls at once anyway).
-            ours.append(measured(meter, lambda model=model, opt=opt: train_epoch(
-                model, opt, tensors, 512, torch.Generator().manual_seed(1234))))
+            ours.append(
+                measured(
+                    meter,
+                    lambda model=model, opt=opt: train_epoch(
+                        model, opt, tensors, 512, torch.Generator().manual_seed(1234)
+                    ),
+                )
+            )
             model, opt = fresh_model(device)
             theirs.append(measured(meter, lambda model=model, opt=opt: loader_epoch(model, opt, loader, device)))
     (t_ours, j_ours), (t_theirs, j_theirs) = min(ours), min(theirs)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"one epoch of SimpleCNN (conv 2) on {len(tensors.y_train)} Fashion-MNIST images, batch 512, {name}; "
-          f"energy {meter.source.value} ({meter.description})")
-    print(f"  device tensors + randperm : {t_ours:6.2f} s  {j_ours or 0:8.1f} J   "
-          f"(one-time conversion to tensors: {setup:.2f} s)")
+    print(
+        f"one epoch of SimpleCNN (conv 2) on {len(tensors.y_train)} Fashion-MNIST images, batch 512, {name}; "
+        f"energy {meter.source.value} ({meter.description})"
+    )
+    print(
+        f"  device tensors + randperm : {t_ours:6.2f} s  {j_ours or 0:8.1f} J   "
+        f"(one-time conversion to tensors: {setup:.2f} s)"
+    )
     print(f"  DataLoader + transforms   : {t_theirs:6.2f} s  {j_theirs or 0:8.1f} J   (num_workers={args.workers})")
-    print(f"  speed-up {t_theirs / t_ours:.2f}x (target >= 1.3x on CPU, >= 8x on GPU)"
-          + (f", energy ratio {j_theirs / j_ours:.2f}x" if j_ours and j_theirs else ""))
+    print(
+        f"  speed-up {t_theirs / t_ours:.2f}x (target >= 1.3x on CPU, >= 8x on GPU)"
+        + (f", energy ratio {j_theirs / j_ours:.2f}x" if j_ours and j_theirs else "")
+    )
     if args.workers and meter.source is energy.Source.estimated:
         print("  note: the CPU estimate counts this process only, so the DataLoader workers' energy is missing above")
 

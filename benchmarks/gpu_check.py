@@ -56,7 +56,9 @@ def trial_runs(work: Path, experiment: str = "greenai") -> list:
     client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id], max_results=5000) if exp else []
-    return [r for r in runs if r.data.tags.get("greenai.run_kind") == "trial"], [r for r in runs if r.data.tags.get("greenai.run_kind") == "sweep"]
+    return [r for r in runs if r.data.tags.get("greenai.run_kind") == "trial"], [
+        r for r in runs if r.data.tags.get("greenai.run_kind") == "sweep"
+    ]
 
 
 EXTRA: list[str] = []  # overrides added to every greenai command (--extra), e.g. for a dry run on a CPU
@@ -70,7 +72,11 @@ def data_args(data: Path, out: Path) -> list[str]:
 def doctor(out: Path) -> Step:
     step = Step("doctor")
     text = run(step, [sys.executable, "-m", "greenai.doctor", "--quick"], out, timeout=60)
-    step.figures = [line for line in text.splitlines() if line.startswith(("torch ", "GPU counter", "share of", "idle power", "recommended"))]
+    step.figures = [
+        line
+        for line in text.splitlines()
+        if line.startswith(("torch ", "GPU counter", "share of", "idle power", "recommended"))
+    ]
     return step
 
 
@@ -78,17 +84,26 @@ def title(out: Path, data: Path) -> Step:
     step = Step("title-command")
     work = out / "title"
     work.mkdir(exist_ok=True)
-    run(step, [sys.executable, "-m", "greenai.train", "-m", "model=simplecnn", "conv_layers=1,2,3", *data_args(data, out)],
-        out, cwd=work, timeout=400)
+    run(
+        step,
+        [sys.executable, "-m", "greenai.train", "-m", "model=simplecnn", "conv_layers=1,2,3", *data_args(data, out)],
+        out,
+        cwd=work,
+        timeout=400,
+    )
     trials, _ = trial_runs(work)
     for r in sorted(trials, key=lambda r: int(r.data.params["conv_layers"])):
         m, t = r.data.metrics, r.data.tags
         step.figures.append(
-            f"conv {r.data.params['conv_layers']}: accuracy {m.get('accuracy', float('nan')):.4f}, {m.get('energy_j', 0):.0f} J "
+            f"conv {r.data.params['conv_layers']}: accuracy {m.get('accuracy', float('nan')):.4f}, "
+            f"{m.get('energy_j', 0):.0f} J "
             f"({t.get('energy_source')}, {t.get('energy_components')}), {m.get('train_seconds', 0):.2f} s training, "
             f"net {m.get('net_energy_j', float('nan')):.0f} J, idle {m.get('idle_power_w', float('nan')):.0f} W, "
-            f"approximate windows {t.get('energy_approximate_windows', '0')}")
-    step.ok = step.ok and len(trials) == 3 and all(r.data.tags.get("energy_source") == "measured" or EXTRA for r in trials)
+            f"approximate windows {t.get('energy_approximate_windows', '0')}"
+        )
+    step.ok = (
+        step.ok and len(trials) == 3 and all(r.data.tags.get("energy_source") == "measured" or EXTRA for r in trials)
+    )
     return step
 
 
@@ -96,8 +111,25 @@ def packed(out: Path, data: Path) -> Step:
     step = Step("packed-K4")
     work = out / "packed"
     work.mkdir(exist_ok=True)
-    run(step, [sys.executable, "-m", "greenai.train", "-m", "hydra/launcher=packed", "sweep.trials_per_gpu=4", "searcher=random",
-               "space=paper3", "hydra.sweeper.n_trials=4", "epochs=3", *data_args(data, out)], out, cwd=work, timeout=300)
+    run(
+        step,
+        [
+            sys.executable,
+            "-m",
+            "greenai.train",
+            "-m",
+            "hydra/launcher=packed",
+            "sweep.trials_per_gpu=4",
+            "searcher=random",
+            "space=paper3",
+            "hydra.sweeper.n_trials=4",
+            "epochs=3",
+            *data_args(data, out),
+        ],
+        out,
+        cwd=work,
+        timeout=300,
+    )
     trials, _ = trial_runs(work)
     batches: dict[float, list] = {}
     for r in trials:
@@ -106,8 +138,10 @@ def packed(out: Path, data: Path) -> Step:
         attributed = sum(r.data.metrics.get("energy_j", 0.0) for r in runs)
         overhead = runs[0].data.metrics.get("batch_overhead_energy_j", float("nan"))
         gap = abs(attributed + overhead - batch_j) / batch_j if batch_j > 0 else float("nan")
-        step.figures.append(f"batch of {len(runs)}: measured {batch_j:.0f} J = attributed {attributed:.0f} J + overhead "
-                            f"{overhead:.0f} J (off by {gap:.2%}); sources {sorted({r.data.tags.get('energy_source') for r in runs})}")
+        step.figures.append(
+            f"batch of {len(runs)}: measured {batch_j:.0f} J = attributed {attributed:.0f} J + overhead "
+            f"{overhead:.0f} J (off by {gap:.2%}); sources {sorted({r.data.tags.get('energy_source') for r in runs})}"
+        )
         step.ok = step.ok and (batch_j < 0 or gap < 0.01)  # -1: no batch attributed (no GPU counters)
     step.ok = step.ok and len(trials) == 4 and (bool(batches) and -1.0 not in batches or bool(EXTRA))
     return step
@@ -116,8 +150,16 @@ def packed(out: Path, data: Path) -> Step:
 def pipeline(out: Path, data: Path) -> Step:
     step = Step("data-pipeline")
     size = ["--train-size", "1000"] if EXTRA else []
-    text = run(step, [sys.executable, "benchmarks/data_pipeline.py", "--root", str(data), "--workers", "4", "--repeats", "2", *size], out)
-    step.figures = [line.strip() for line in text.splitlines() if "speed-up" in line or line.strip().startswith(("device", "DataLoader"))]
+    text = run(
+        step,
+        [sys.executable, "benchmarks/data_pipeline.py", "--root", str(data), "--workers", "4", "--repeats", "2", *size],
+        out,
+    )
+    step.figures = [
+        line.strip()
+        for line in text.splitlines()
+        if "speed-up" in line or line.strip().startswith(("device", "DataLoader"))
+    ]
     return step
 
 
@@ -131,9 +173,27 @@ def gpu_tests(out: Path) -> Step:
 def fusion(out: Path, data: Path, ks: str) -> Step:
     step = Step("fusion")
     quick = ["--train-size", "300", "--test-size", "100", "--energy", "estimate"] if EXTRA else []
-    text = run(step, [sys.executable, "benchmarks/fusion.py", "--root", str(data), "--ks", ks, "--epochs", "5" if not EXTRA else "1",
-                      "--device", "cuda" if not EXTRA else "cpu", *quick], out, timeout=500)
-    step.figures = [line.rstrip() for line in text.splitlines() if line.strip().startswith(("K", "|", "sequential", "fused"))][-12:]
+    text = run(
+        step,
+        [
+            sys.executable,
+            "benchmarks/fusion.py",
+            "--root",
+            str(data),
+            "--ks",
+            ks,
+            "--epochs",
+            "5" if not EXTRA else "1",
+            "--device",
+            "cuda" if not EXTRA else "cpu",
+            *quick,
+        ],
+        out,
+        timeout=500,
+    )
+    step.figures = [
+        line.rstrip() for line in text.splitlines() if line.strip().startswith(("K", "|", "sequential", "fused"))
+    ][-12:]
     return step
 
 
@@ -146,19 +206,45 @@ def rq1(out: Path, data: Path, rounds: int) -> Step:
     fused_work.mkdir(exist_ok=True)
     plain_work.mkdir(exist_ok=True)
     common = ["experiment=rq1", "model=simplecnn", "space=paper3", "searcher=random", *data_args(data, out)]
-    run(step, [sys.executable, "-m", "greenai.train", "-m", *common, "hydra/launcher=fused", f"hydra.sweeper.n_jobs={rounds}",
-               f"hydra.sweeper.n_trials={rounds}", "fuse=true"], out, cwd=fused_work, timeout=500)
-    run(step, [sys.executable, "-m", "greenai.train", "-m", *common, "hydra.sweeper.n_trials=1", "fuse=false"],
-        out, cwd=plain_work, timeout=300)
+    run(
+        step,
+        [
+            sys.executable,
+            "-m",
+            "greenai.train",
+            "-m",
+            *common,
+            "hydra/launcher=fused",
+            f"hydra.sweeper.n_jobs={rounds}",
+            f"hydra.sweeper.n_trials={rounds}",
+            "fuse=true",
+        ],
+        out,
+        cwd=fused_work,
+        timeout=500,
+    )
+    run(
+        step,
+        [sys.executable, "-m", "greenai.train", "-m", *common, "hydra.sweeper.n_trials=1", "fuse=false"],
+        out,
+        cwd=plain_work,
+        timeout=300,
+    )
     for label, work, trainings in (("fused", fused_work, rounds * 8), ("one after another", plain_work, 8)):
         trials, sweeps = trial_runs(work, "rq1")
         seconds = sum(r.data.metrics.get("busy_seconds", 0.0) for r in trials)
         joules = sum(r.data.metrics.get("energy_j", 0.0) for r in trials)
-        wall = (sweeps[0].info.end_time - sweeps[0].info.start_time) / 1000 if sweeps and sweeps[0].info.end_time else float("nan")
+        wall = (
+            (sweeps[0].info.end_time - sweeps[0].info.start_time) / 1000
+            if sweeps and sweeps[0].info.end_time
+            else float("nan")
+        )
         scale = 3072 / trainings
-        step.figures.append(f"{label}: {trainings} trainings x 25 epochs in {wall:.0f} s wall, {joules:.0f} J; "
-                            f"extrapolated to 3,072 trainings: {wall * scale / 3600:.2f} h, {joules * scale / 1e6:.2f} MJ "
-                            f"(busy {seconds:.0f} s)")
+        step.figures.append(
+            f"{label}: {trainings} trainings x 25 epochs in {wall:.0f} s wall, {joules:.0f} J; "
+            f"extrapolated to 3,072 trainings: {wall * scale / 3600:.2f} h, {joules * scale / 1e6:.2f} MJ "
+            f"(busy {seconds:.0f} s)"
+        )
     return step
 
 
@@ -171,24 +257,35 @@ def synthetic(out: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, help="a Fashion-MNIST folder (IDX files, .gz or plain); default: synthetic")
+    parser.add_argument(
+        "--data", type=Path, help="a Fashion-MNIST folder (IDX files, .gz or plain); default: synthetic"
+    )
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/greenai-gpu-check")))
     parser.add_argument("--skip", default="", help="comma-separated step names to skip")
     parser.add_argument("--fusion-ks", default="1,8,32")
     parser.add_argument("--rq1-rounds", type=int, default=8)
-    parser.add_argument("--extra", default="", help="overrides added to every greenai command, space-separated (dry runs)")
+    parser.add_argument(
+        "--extra", default="", help="overrides added to every greenai command, space-separated (dry runs)"
+    )
     parser.add_argument("--energy", default="zeus", help="the energy= backend of the commands (zeus on a GPU)")
     args = parser.parse_args()
     EXTRA.extend(args.extra.split())
     ENERGY[:] = [f"energy={args.energy}"]
     args.out.mkdir(parents=True, exist_ok=True)
     data = args.data.resolve() if args.data else synthetic(args.out)
-    notice = "" if args.data else "SYNTHETIC data (class bands): accuracy figures are meaningless, energy and time are real"
+    notice = (
+        "" if args.data else "SYNTHETIC data (class bands): accuracy figures are meaningless, energy and time are real"
+    )
     skip = set(args.skip.split(","))
-    plan = [("doctor", lambda: doctor(args.out)), ("title-command", lambda: title(args.out, data)),
-            ("packed-K4", lambda: packed(args.out, data)), ("gpu-tests", lambda: gpu_tests(args.out)),
-            ("data-pipeline", lambda: pipeline(args.out, data)), ("rq1-fused", lambda: rq1(args.out, data, args.rq1_rounds)),
-            ("fusion", lambda: fusion(args.out, data, args.fusion_ks))]
+    plan = [
+        ("doctor", lambda: doctor(args.out)),
+        ("title-command", lambda: title(args.out, data)),
+        ("packed-K4", lambda: packed(args.out, data)),
+        ("gpu-tests", lambda: gpu_tests(args.out)),
+        ("data-pipeline", lambda: pipeline(args.out, data)),
+        ("rq1-fused", lambda: rq1(args.out, data, args.rq1_rounds)),
+        ("fusion", lambda: fusion(args.out, data, args.fusion_ks)),
+    ]
     steps = []
     for name, do in plan:
         if name in skip:
@@ -206,8 +303,14 @@ def main() -> None:
 def report(steps: list[Step], notice: str, out: Path, final: bool = True) -> None:
     import torch
 
-    lines = [f"greenai GPU check on {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'NO CUDA GPU'}, "
-             f"torch {torch.__version__}", *([notice] if notice else []), "", "| step | result | seconds | figures |", "|---|---|---|---|"]
+    lines = [
+        f"greenai GPU check on {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'NO CUDA GPU'}, "
+        f"torch {torch.__version__}",
+        *([notice] if notice else []),
+        "",
+        "| step | result | seconds | figures |",
+        "|---|---|---|---|",
+    ]
     for s in steps:
         figures = "<br>".join(f.replace("|", "/") for f in s.figures) or "-"
         lines.append(f"| {s.name} | {'ok' if s.ok else 'FAILED ' + s.note} | {s.seconds:.0f} | {figures} |")

@@ -34,8 +34,17 @@ def bare_loop(trials: int, train_size: int, cache: str) -> None:
     from greenai.energy import OffMeter
     from greenai.loop import Hyperparameters, fit, make_optimizer
 
-    cfg = DatasetConfig(name=DatasetName.fashion_mnist, channels=1, height=28, width=28, mean=[0.286], std=[0.353],
-                        cache_dir=cache, train_size=train_size, test_size=1000)
+    cfg = DatasetConfig(
+        name=DatasetName.fashion_mnist,
+        channels=1,
+        height=28,
+        width=28,
+        mean=[0.286],
+        std=[0.353],
+        cache_dir=cache,
+        train_size=train_size,
+        test_size=1000,
+    )
     tensors = data.load(cfg, torch.device("cpu"))
     for seed in range(1, trials + 1):
         torch.manual_seed(seed)
@@ -53,8 +62,17 @@ def bare_group(trials: int, train_size: int, cache: str, epochs: int) -> None:
     from greenai.energy import OffMeter
     from greenai.loop import Hyperparameters
 
-    cfg = DatasetConfig(name=DatasetName.fashion_mnist, channels=1, height=28, width=28, mean=[0.286], std=[0.353],
-                        cache_dir=cache, train_size=train_size, test_size=1000)
+    cfg = DatasetConfig(
+        name=DatasetName.fashion_mnist,
+        channels=1,
+        height=28,
+        width=28,
+        mean=[0.286],
+        std=[0.353],
+        cache_dir=cache,
+        train_size=train_size,
+        test_size=1000,
+    )
     tensors = data.load(cfg, torch.device("cpu"))
     spec = models.ArchitectureSpec(ModelName.simplecnn, (1, 28, 28), 2, 3)
     lrs = [10 ** (-4 + 3 * i / trials) for i in range(trials)]
@@ -65,17 +83,43 @@ def bare_group(trials: int, train_size: int, cache: str, epochs: int) -> None:
 def timed_bare(trials: int, args: argparse.Namespace, cache: Path) -> float:
     start = time.perf_counter()
     mode = ["--fused", "--epochs", str(args.epochs)] if args.fused else []
-    subprocess.run([sys.executable, __file__, "--bare", str(trials), "--train-size", str(args.train_size),
-                    "--cache", str(cache), *mode], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--bare",
+            str(trials),
+            "--train-size",
+            str(args.train_size),
+            "--cache",
+            str(cache),
+            *mode,
+        ],
+        check=True,
+    )
     return time.perf_counter() - start
 
 
 def timed_multirun(trials: int, args: argparse.Namespace, work: Path) -> float:
     work.mkdir()
-    data = [f"dataset.train_size={args.train_size}", "dataset.test_size=1000", f"dataset.cache_dir={work.parent / 'cache'}"]
+    data = [
+        f"dataset.train_size={args.train_size}",
+        "dataset.test_size=1000",
+        f"dataset.cache_dir={work.parent / 'cache'}",
+    ]
     if args.fused:
-        return run(work, "-m", "searcher=random", "space=paper3", "hydra/launcher=fused", "fuse=true",
-                   f"hydra.sweeper.n_trials={trials}", f"hydra.sweeper.n_jobs={trials}", f"epochs={args.epochs}", *data)
+        return run(
+            work,
+            "-m",
+            "searcher=random",
+            "space=paper3",
+            "hydra/launcher=fused",
+            "fuse=true",
+            f"hydra.sweeper.n_trials={trials}",
+            f"hydra.sweeper.n_jobs={trials}",
+            f"epochs={args.epochs}",
+            *data,
+        )
     seeds = ",".join(str(s) for s in range(1, trials + 1))
     return run(work, "-m", f"seed={seeds}", "epochs=1", *data)
 
@@ -85,7 +129,9 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=2)
     parser.add_argument("--large", type=int, default=10)
     parser.add_argument("--train-size", type=int, default=2000)
-    parser.add_argument("--fused", action="store_true", help="an Optuna batch through hydra/launcher=fused vs fit_group")
+    parser.add_argument(
+        "--fused", action="store_true", help="an Optuna batch through hydra/launcher=fused vs fit_group"
+    )
     parser.add_argument("--epochs", type=int, default=2, help="epochs per trial with --fused")
     parser.add_argument("--bare", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
@@ -103,13 +149,15 @@ def main() -> None:
         multi = {n: timed_multirun(n, args, Path(tmp) / f"multirun-{n}") for n in (args.small, args.large)}
     span = args.large - args.small
     per_bare, per_multi = (bare[args.large] - bare[args.small]) / span, (multi[args.large] - multi[args.small]) / span
-    kind = (f"{args.epochs}-epoch trials as one fused Optuna batch" if args.fused else "one-epoch trials")
+    kind = f"{args.epochs}-epoch trials as one fused Optuna batch" if args.fused else "one-epoch trials"
     target = "at most 0.1 s in a fused batch of 32" if args.fused else "< 0.5 s"
     print(f"SimpleCNN {kind} on {args.train_size} Fashion-MNIST images, CPU; wall time of whole processes")
     for n in (args.small, args.large):
         print(f"  N={n:3d}: bare {'group' if args.fused else 'loop'} {bare[n]:6.2f} s   greenai {multi[n]:6.2f} s")
-    print(f"  per trial: bare {per_bare:.3f} s, greenai {per_multi:.3f} s -> overhead {per_multi - per_bare:.3f} s "
-          f"per trial (target {target})")
+    print(
+        f"  per trial: bare {per_bare:.3f} s, greenai {per_multi:.3f} s -> overhead {per_multi - per_bare:.3f} s "
+        f"per trial (target {target})"
+    )
     fixed = (multi[args.small] - per_multi * args.small) - (bare[args.small] - per_bare * args.small)
     print(f"  paid once per command: {fixed:.2f} s more than the bare loop (Hydra, MLflow store, Optuna/Zeus imports)")
     print(f"  ratio of per-trial times (greenai / bare): {per_multi / per_bare:.2f}")

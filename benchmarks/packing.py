@@ -27,9 +27,17 @@ def sweep(work: Path, k: int, args: argparse.Namespace, gpu) -> dict:  # type: i
     seeds = ",".join(str(s) for s in range(1, args.trials + 1))
     launcher = [] if k == 1 else ["hydra/launcher=packed", f"sweep.trials_per_gpu={k}"]
     gpu.begin("sweep")
-    seconds = run(work, "-m", "searcher=grid", f"seed=choice({seeds})", f"hydra.sweeper.n_trials={args.trials}",
-                  *launcher,
-                  f"epochs={args.epochs}", "energy=zeus", f"dataset.cache_dir={work.parent / 'cache'}")
+    seconds = run(
+        work,
+        "-m",
+        "searcher=grid",
+        f"seed=choice({seeds})",
+        f"hydra.sweeper.n_trials={args.trials}",
+        *launcher,
+        f"epochs={args.epochs}",
+        "energy=zeus",
+        f"dataset.cache_dir={work.parent / 'cache'}",
+    )
     whole = gpu.end("sweep").total_j
     runs = trial_runs(work)
     return {
@@ -58,16 +66,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         results = {k: sweep(Path(tmp) / f"k{k}", k, args, gpu) for k in ks}
     base = results[ks[0]]
-    print(f"{args.trials} trials x {args.epochs} epochs, SimpleCNN conv 2 on Fashion-MNIST, "
-          f"{torch.cuda.get_device_name(0)}")
+    print(
+        f"{args.trials} trials x {args.epochs} epochs, SimpleCNN conv 2 on Fashion-MNIST, "
+        f"{torch.cuda.get_device_name(0)}"
+    )
     for k, r in results.items():
         per_trial = r["energy"] / args.trials
         drift = max(abs(r["accuracy"][s] - base["accuracy"][s]) for s in base["accuracy"])
-        print(f"  K={k}: {r['seconds']:7.1f} s, whole GPU {r['energy']:9.1f} J, {per_trial:7.1f} J/trial, "
-              f"trials' own sum {r['trials_sum']:9.1f} J ({'+'.join(r['source'])}), "
-              f"energy ratio vs K={ks[0]} {base['energy'] / r['energy']:.2f}x, "
-              f"time ratio {base['seconds'] / r['seconds']:.2f}x, "
-              f"largest accuracy change {drift:.4f}")
+        print(
+            f"  K={k}: {r['seconds']:7.1f} s, whole GPU {r['energy']:9.1f} J, {per_trial:7.1f} J/trial, "
+            f"trials' own sum {r['trials_sum']:9.1f} J ({'+'.join(r['source'])}), "
+            f"energy ratio vs K={ks[0]} {base['energy'] / r['energy']:.2f}x, "
+            f"time ratio {base['seconds'] / r['seconds']:.2f}x, "
+            f"largest accuracy change {drift:.4f}"
+        )
 
 
 if __name__ == "__main__":

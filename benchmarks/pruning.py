@@ -17,10 +17,18 @@ from _sweeps import energy_source, run, study_trials
 
 def sweep(work: Path, pruner: str, args: argparse.Namespace) -> dict:
     work.mkdir()
-    seconds = run(work, "-m", "searcher=tpe", "space=paper3", f"pruner={pruner}",
-                  f"hydra.sweeper.n_trials={args.trials}", f"epochs={args.epochs}",
-                  f"dataset.train_size={args.train_size}", f"dataset.test_size={args.test_size}",
-                  f"dataset.cache_dir={work.parent / 'cache'}")
+    seconds = run(
+        work,
+        "-m",
+        "searcher=tpe",
+        "space=paper3",
+        f"pruner={pruner}",
+        f"hydra.sweeper.n_trials={args.trials}",
+        f"epochs={args.epochs}",
+        f"dataset.train_size={args.train_size}",
+        f"dataset.test_size={args.test_size}",
+        f"dataset.cache_dir={work.parent / 'cache'}",
+    )
     trials = study_trials(work)
     done = [t for t in trials if t.state.name == "COMPLETE"]
     return {
@@ -43,16 +51,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         full = sweep(Path(tmp) / "none", "none", args)
         pruned = sweep(Path(tmp) / "median", "median", args)
-    print(f"TPE sweep, {args.trials} trials x {args.epochs} epochs, Fashion-MNIST {args.train_size}/{args.test_size}, "
-          f"energy {full['source']}")
+    print(
+        f"TPE sweep, {args.trials} trials x {args.epochs} epochs, Fashion-MNIST {args.train_size}/{args.test_size}, "
+        f"energy {full['source']}"
+    )
     for name, r in (("no pruning", full), ("median pruner", pruned)):
-        print(f"  {name:14s} energy {r['energy']:9.1f} J  epochs run {r['epochs']:4d}  pruned {r['pruned']:3d}  "
-              f"best accuracy {r['best']:.4f}  wall {r['seconds']:6.1f} s")
+        print(
+            f"  {name:14s} energy {r['energy']:9.1f} J  epochs run {r['epochs']:4d}  pruned {r['pruned']:3d}  "
+            f"best accuracy {r['best']:.4f}  wall {r['seconds']:6.1f} s"
+        )
     saved = 1 - pruned["energy"] / full["energy"]
-    print(f"energy ratio (pruned / full): {pruned['energy'] / full['energy']:.3f}  -> {saved * 100:.1f}% less energy "
-          "(target >= 40%)")
-    print(f"best accuracy difference (pruned - full): {(pruned['best'] - full['best']) * 100:+.2f} points "
-          "(target within 0.5)")
+    print(
+        f"energy ratio (pruned / full): {pruned['energy'] / full['energy']:.3f}  -> {saved * 100:.1f}% less energy "
+        "(target >= 40%)"
+    )
+    print(
+        f"best accuracy difference (pruned - full): {(pruned['best'] - full['best']) * 100:+.2f} points "
+        "(target within 0.5)"
+    )
 
 
 if __name__ == "__main__":

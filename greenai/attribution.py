@@ -61,7 +61,7 @@ def attribute(windows: Sequence[Window], readings: Sequence[Reading]) -> Attribu
     shares = {w.key: Share() for w in windows}
     overhead, total = Share(), Share()
     ordered = monotonic(readings)
-    for before, after in zip(ordered, ordered[1:]):
+    for before, after in zip(ordered, ordered[1:], strict=False):  # consecutive pairs
         seconds = after.time - before.time
         if seconds <= 0:
             continue

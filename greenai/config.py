@@ -174,7 +174,9 @@ def check(cfg: TrainConfig) -> None:
     if cfg.sweep.trials_per_gpu < 1:
         raise ConfigError("sweep.trials_per_gpu", cfg.sweep.trials_per_gpu, "must be a whole number >= 1")
     if cfg.sweep.heartbeat_grace_seconds < 1:
-        raise ConfigError("sweep.heartbeat_grace_seconds", cfg.sweep.heartbeat_grace_seconds, "must be a whole number >= 1")
+        raise ConfigError(
+            "sweep.heartbeat_grace_seconds", cfg.sweep.heartbeat_grace_seconds, "must be a whole number >= 1"
+        )
     if cfg.energy.idle_seconds < 0:
         raise ConfigError("energy.idle_seconds", cfg.energy.idle_seconds, "must be >= 0")
 

@@ -101,5 +101,5 @@ def update_period(read_gpu_joules, timeout: float = 1.0) -> float | None:  # typ
         if value != last:
             changes.append(time.monotonic())
             last = value
-    gaps = [b - a for a, b in zip(changes, changes[1:])]
+    gaps = [b - a for a, b in zip(changes, changes[1:], strict=False)]
     return statistics.median(gaps) if len(gaps) >= 2 else None

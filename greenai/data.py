@@ -139,7 +139,9 @@ def check_idx(path: Path, content: bytes, kind: str) -> int:
 def _prepare_fashion(found: dict[str, Path], cache: Path) -> Path:
     """Check the files and put them, decompressed, where torchvision's FashionMNIST reads them."""
     counts = {}
-    plain_in_place = all(p.suffix != ".gz" and p.parent.name == "raw" and p.parent.parent.name == "FashionMNIST" for p in found.values())
+    plain_in_place = all(
+        p.suffix != ".gz" and p.parent.name == "raw" and p.parent.parent.name == "FashionMNIST" for p in found.values()
+    )
     raw = next(iter(found.values())).parent if plain_in_place else cache / "FashionMNIST" / "raw"
     for name, path in found.items():
         content = _read_bytes(path)
@@ -163,7 +165,10 @@ def _fashion_root(cfg: DatasetConfig) -> tuple[Path, str]:
         root = Path(cfg.root).expanduser()
         found = _find_fashion(root)
         if found is None:
-            raise DatasetError(f"dataset.root={cfg.root}: no Fashion-MNIST IDX files there (plain or .gz, flat or in FashionMNIST/raw/)")
+            raise DatasetError(
+                f"dataset.root={cfg.root}: no Fashion-MNIST IDX files there "
+                "(plain or .gz, flat or in FashionMNIST/raw/)"
+            )
         return _prepare_fashion(found, cache), str(root)
     for base in [*SYSTEM_LOCATIONS[cfg.name], cache]:
         found = _find_fashion(base)
@@ -240,7 +245,10 @@ def _cifar_root(cfg: DatasetConfig) -> tuple[Path, type[datasets.CIFAR10], str]:
     if cfg.root is not None:
         folder = _cifar_folder(Path(cfg.root).expanduser())
         if folder is None:
-            raise DatasetError(f"dataset.root={cfg.root}: no CIFAR-10 batches there (want {CIFAR_FOLDER}/ with data_batch_N and test_batch)")
+            raise DatasetError(
+                f"dataset.root={cfg.root}: no CIFAR-10 batches there "
+                f"(want {CIFAR_FOLDER}/ with data_batch_N and test_batch)"
+            )
         return folder.parent, _cifar_class(folder), str(folder)
     for base in [*SYSTEM_LOCATIONS[cfg.name], cache]:
         folder = _cifar_folder(base)
@@ -268,7 +276,9 @@ def balanced_subset(labels: torch.Tensor, size: int, seed: int) -> torch.Tensor:
     return torch.sort(torch.cat(chosen)).values
 
 
-def _subset(x: torch.Tensor, y: torch.Tensor, size: int | None, seed: int, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _subset(
+    x: torch.Tensor, y: torch.Tensor, size: int | None, seed: int, key: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     if size is None or size >= len(y):
         if size is not None and size > len(y):
             log.warning("%s=%d exceeds the %d images available: using all", key, size, len(y))
@@ -329,7 +339,17 @@ _LOADED: dict[tuple[object, ...], DeviceData] = {}
 
 def load(cfg: DatasetConfig, device: torch.device) -> DeviceData:
     """Both splits on `device`, subset if asked; kept in memory for later trials in this process."""
-    key = (cfg.name, cfg.root, cfg.cache_dir, cfg.train_size, cfg.test_size, cfg.subset_seed, tuple(cfg.mean), tuple(cfg.std), str(device))
+    key = (
+        cfg.name,
+        cfg.root,
+        cfg.cache_dir,
+        cfg.train_size,
+        cfg.test_size,
+        cfg.subset_seed,
+        tuple(cfg.mean),
+        tuple(cfg.std),
+        str(device),
+    )
     if key not in _LOADED:
         try:
             x_train, y_train, x_test, y_test, where = _read_splits(cfg)
@@ -337,12 +357,21 @@ def load(cfg: DatasetConfig, device: torch.device) -> DeviceData:
             raise _naming_the_key(cfg, error) from None
         shape = tuple(x_train.shape[1:])
         if shape != (cfg.channels, cfg.height, cfg.width):
-            raise DatasetError(f"dataset={cfg.name.value}: files hold {shape} images, config says {(cfg.channels, cfg.height, cfg.width)}")
+            raise DatasetError(
+                f"dataset={cfg.name.value}: files hold {shape} images, "
+                f"config says {(cfg.channels, cfg.height, cfg.width)}"
+            )
         x_train, y_train = _subset(x_train, y_train, cfg.train_size, cfg.subset_seed, "dataset.train_size")
         x_test, y_test = _subset(x_test, y_test, cfg.test_size, cfg.subset_seed, "dataset.test_size")
         _LOADED.clear()  # one dataset at a time: a sweep over datasets must not pile up memory
         _LOADED[key] = DeviceData(
-            _to_device(x_train, cfg, device), y_train.to(device), _to_device(x_test, cfg, device), y_test.to(device), where
+            _to_device(x_train, cfg, device),
+            y_train.to(device),
+            _to_device(x_test, cfg, device),
+            y_test.to(device),
+            where,
         )
-        log.info("%s: %d train / %d test images from %s on %s", cfg.name.value, len(y_train), len(y_test), where, device)
+        log.info(
+            "%s: %d train / %d test images from %s on %s", cfg.name.value, len(y_train), len(y_test), where, device
+        )
     return _LOADED[key]

@@ -50,16 +50,22 @@ class Findings:
         if "gpu" in self.components:
             return "energy=zeus (or the default energy=auto): the GPU's counter is read for every window"
         if self.components:
-            return ("energy=auto: Zeus reads the CPU's RAPL counters here; with no GPU counter, "
-                    "the figures cover the CPU packages" + (" and DRAM" if "dram" in self.components else ""))
-        return ("energy=auto (it falls back to the estimate) or energy=estimate: Zeus has nothing to read here, "
-                "so greenai estimates energy as process CPU-seconds x energy.watts_per_cpu_core, labelled estimated")
+            return (
+                "energy=auto: Zeus reads the CPU's RAPL counters here; with no GPU counter, "
+                "the figures cover the CPU packages" + (" and DRAM" if "dram" in self.components else "")
+            )
+        return (
+            "energy=auto (it falls back to the estimate) or energy=estimate: Zeus has nothing to read here, "
+            "so greenai estimates energy as process CPU-seconds x energy.watts_per_cpu_core, labelled estimated"
+        )
 
 
 def examine(scale: float = 1.0) -> Findings:
     """Everything `python -m greenai.doctor` reports; `scale` shortens the probes (tests)."""
     torch_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    found = Findings(torch.__version__, torch.version.cuda, torch_gpus, devices.nvml_gpu_count(), devices.driver_version())
+    found = Findings(
+        torch.__version__, torch.version.cuda, torch_gpus, devices.nvml_gpu_count(), devices.driver_version()
+    )
     gpu = 0 if (torch_gpus or found.nvml_gpus) else None
     try:
         counters = ZeusCounters(gpu)
@@ -101,20 +107,29 @@ def _idle(counters: ZeusCounters, seconds: float) -> tuple[dict[str, float], flo
 
 
 def render(found: Findings) -> list[str]:
-    lines = [f"torch {found.torch_version}, built for CUDA {found.cuda_build or '- (CPU build)'}; "
-             f"torch sees {found.torch_gpus} GPU(s), the NVIDIA driver shows {found.nvml_gpus}"
-             + (f" (driver {found.driver})" if found.driver else "")]
+    lines = [
+        f"torch {found.torch_version}, built for CUDA {found.cuda_build or '- (CPU build)'}; "
+        f"torch sees {found.torch_gpus} GPU(s), the NVIDIA driver shows {found.nvml_gpus}"
+        + (f" (driver {found.driver})" if found.driver else "")
+    ]
     if found.gpu_unusable:
-        lines.append("  PROBLEM: the driver shows a GPU but torch cannot use it: install a torch build that matches the driver")
-    names = {"gpu": f"GPU energy counter (NVML{', ' + found.gpu_name if found.gpu_name else ''})",
-             "cpu": "CPU package counters (RAPL)", "dram": "DRAM counters (RAPL)"}
+        lines.append(
+            "  PROBLEM: the driver shows a GPU but torch cannot use it: install a torch build that matches the driver"
+        )
+    names = {
+        "gpu": f"GPU energy counter (NVML{', ' + found.gpu_name if found.gpu_name else ''})",
+        "cpu": "CPU package counters (RAPL)",
+        "dram": "DRAM counters (RAPL)",
+    }
     for component, label in names.items():
         lines.append(f"  {label}: {'readable' if component in found.components else 'not readable'}")
     if found.counter_error:
         lines.append(f"  ({found.counter_error})")
     if found.period_s is not None:
-        lines.append(f"GPU counter moves every {found.period_s * 1000:.1f} ms (median); windows shorter than "
-                     f"{10 * found.period_s * 1000:.0f} ms are labelled approximate")
+        lines.append(
+            f"GPU counter moves every {found.period_s * 1000:.1f} ms (median); windows shorter than "
+            f"{10 * found.period_s * 1000:.0f} ms are labelled approximate"
+        )
     elif "gpu" in found.components:
         lines.append("GPU counter: fewer than three moves observed, update period unknown")
     if found.zero_share:

@@ -86,11 +86,14 @@ class Measurement:
 
     def share(self, members: int) -> Measurement:
         """An equal 1/members share of the window (members doing equal work in it)."""
+
         def part(j: float | None) -> float | None:
             return None if j is None else j / members
 
         source = {Source.measured: Source.fused, Source.estimated: Source.fused_estimated}.get(self.source, self.source)
-        return replace(self, gpu_j=part(self.gpu_j), cpu_j=part(self.cpu_j), source=source, charged_seconds=self.charged / members)
+        return replace(
+            self, gpu_j=part(self.gpu_j), cpu_j=part(self.cpu_j), source=source, charged_seconds=self.charged / members
+        )
 
 
 def combined_source(sources: list[Source]) -> Source:
@@ -166,11 +169,15 @@ class ZeusMeter:
 
         gpus = [] if gpu_index is None else [gpu_index]
         try:
-            self.monitor = ZeusMonitor(gpu_indices=gpus, cpu_indices=self.counters.cpu_indices, sync_execution_with="torch")
+            self.monitor = ZeusMonitor(
+                gpu_indices=gpus, cpu_indices=self.counters.cpu_indices, sync_execution_with="torch"
+            )
         except Exception as exc:  # Zeus raises ValueError, RuntimeError and its own errors here
             raise EnergyError(f"Zeus cannot start measuring ({type(exc).__name__}: {exc})") from exc
         self.components = "+".join(self.counters.components)
-        self.period = update_period(lambda: self.counters.gpus.get_total_energy_consumption(gpu_index)) if gpus else None
+        self.period = (
+            update_period(lambda: self.counters.gpus.get_total_energy_consumption(gpu_index)) if gpus else None
+        )
         self.description = self._describe(gpu_index)
 
     def _describe(self, gpu_index: int | None) -> str:
@@ -179,7 +186,9 @@ class ZeusMeter:
             every = f", counter moves every {self.period * 1000:.0f} ms" if self.period else ""
             parts.append(f"GPU {torch.cuda.get_device_name(gpu_index)} (NVML{every})")
         if self.counters.cpu_indices:
-            parts.append(f"CPU packages {self.counters.cpu_indices} (RAPL{', with DRAM' if self.counters.dram else ''})")
+            parts.append(
+                f"CPU packages {self.counters.cpu_indices} (RAPL{', with DRAM' if self.counters.dram else ''})"
+            )
         return "zeus: " + ", ".join(parts)
 
     def begin(self, name: str) -> None:
@@ -195,7 +204,9 @@ class ZeusMeter:
         cpu = sum(cpu_parts) if cpu_parts else None
         total = (gpu or 0.0) + (cpu or 0.0)
         if total <= 0.0 and m.time >= max(ZERO_READING_SECONDS, 5 * (self.period or 0.0)):
-            raise EnergyError(f"Zeus read {total} J over {m.time:.2f} s in window {name!r}: the counters are not advancing")
+            raise EnergyError(
+                f"Zeus read {total} J over {m.time:.2f} s in window {name!r}: the counters are not advancing"
+            )
         approximate = self.period is not None and m.time < APPROXIMATE_STEPS * self.period
         return Measurement(m.time, gpu, cpu, Source.measured, approximate=approximate)
 

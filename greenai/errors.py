@@ -55,7 +55,14 @@ class EnergyError(BadInput):
     """An energy backend that was asked for cannot measure on this machine."""
 
 
-_NOISE = ("full_key:", "object_type", "reference_type", "Config search path", "provider=", "Set the environment variable")
+_NOISE = (
+    "full_key:",
+    "object_type",
+    "reference_type",
+    "Config search path",
+    "provider=",
+    "Set the environment variable",
+)
 
 
 def one_line(exc: BaseException) -> str:
@@ -73,7 +80,9 @@ def one_line(exc: BaseException) -> str:
     unknown_key = re.search(r"To append to your config use \+(\S+)", joined)
     if unknown_key:
         hint = re.search(r"Did you mean: '([^']+)'", joined)
-        return f"{unknown_key.group(1)}: no such key" + (f" (did you mean {hint.group(1)}?)" if hint else " (to add one, prefix it with +)")
+        return f"{unknown_key.group(1)}: no such key" + (
+            f" (did you mean {hint.group(1)}?)" if hint else " (to add one, prefix it with +)"
+        )
     # An enum key given a value outside it: say what is allowed as greenai's own checks do.
     joined = re.sub(r"Invalid value '[^']*', expected one of \[([^\]]*)\]", r"must be one of \1", joined)
     merging = re.match(r"Error merging override (\S+) (.*)", joined)

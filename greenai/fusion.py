@@ -62,7 +62,7 @@ from torch.nn import functional as F
 from greenai import models
 from greenai.config import TrainConfig
 from greenai.data import DeviceData
-from greenai.energy import Measurement, Meter, Source
+from greenai.energy import Meter
 from greenai.errors import ConfigError
 from greenai.loop import EVAL_BATCH, DivergedError, EpochResult, Hyperparameters
 

@@ -59,7 +59,10 @@ def idle_power(meter: Meter, seconds: float, folder: SweepFolder | None = None) 
     with file_lock(path.with_name(path.name + ".lock")):
         if not path.is_file():
             measured = measure_idle_power(meter, seconds)
-            write_atomic(path, json.dumps({"watts": measured.watts, "source": measured.source.value, "seconds": measured.seconds}))
+            write_atomic(
+                path,
+                json.dumps({"watts": measured.watts, "source": measured.source.value, "seconds": measured.seconds}),
+            )
             log.info("idle power %.1f W (%s, %.1f s)", measured.watts, meter.description, measured.seconds)
             return measured
     saved = json.loads(path.read_text())

@@ -78,7 +78,9 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
     return loss_sum.item() / len(y), correct.item() / len(y)
 
 
-def train_on(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
+def train_on(
+    model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+) -> float:
     """One optimiser step per batch; the mean loss, read once at the end (no per-batch sync)."""
     model.train()
     loss_sum, count = torch.zeros((), device=next(model.parameters()).device), 0
@@ -92,7 +94,9 @@ def train_on(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterab
     return loss_sum.item() / count
 
 
-def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: DeviceData, batch_size: int, generator: torch.Generator) -> float:
+def train_epoch(
+    model: nn.Module, optimizer: torch.optim.Optimizer, data: DeviceData, batch_size: int, generator: torch.Generator
+) -> float:
     """One pass over the training split, in batches drawn by index."""
     return train_on(model, optimizer, data.train_batches(batch_size, generator))
 
@@ -126,7 +130,9 @@ def fit(
         results.append(result)
         on_epoch(result)
         if not math.isfinite(train_loss):
-            raise DivergedError(f"training loss became {train_loss} in epoch {epoch}: the run diverged (try a smaller lr)")
+            raise DivergedError(
+                f"training loss became {train_loss} in epoch {epoch}: the run diverged (try a smaller lr)"
+            )
     return results
 
 

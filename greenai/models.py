@@ -90,7 +90,7 @@ def max_linear_layers(model: ModelName, d: int) -> int:
     if model is ModelName.denselinear:
         return d  # last hidden width floor(D / N) >= 1
     n = 1
-    while d // 2 ** n >= 1:
+    while d // 2**n >= 1:
         n += 1
     return n
 
@@ -102,9 +102,7 @@ def check_architecture(spec: ArchitectureSpec) -> None:
     if spec.model is ModelName.simplecnn:
         most = max_conv_layers(h, w)
         if not 1 <= spec.conv_layers <= most:
-            raise ConfigError(
-                "conv_layers", spec.conv_layers, f"simplecnn on {size} images takes 1 to {most}"
-            )
+            raise ConfigError("conv_layers", spec.conv_layers, f"simplecnn on {size} images takes 1 to {most}")
     c, fh, fw = feature_shape(spec)
     most = max_linear_layers(spec.model, c * fh * fw)
     if not 1 <= spec.linear_layers <= most:
@@ -129,7 +127,7 @@ def _conv_block(in_channels: int, out_channels: int, relu: bool) -> list[nn.Modu
 def _linear_stack(model: ModelName, d: int, linear_layers: int, classes: int) -> list[nn.Module]:
     widths = hidden_widths(model, d, linear_layers)
     sizes = [d, *widths, classes]
-    return [nn.Linear(a, b) for a, b in zip(sizes, sizes[1:])]
+    return [nn.Linear(a, b) for a, b in zip(sizes, sizes[1:], strict=False)]
 
 
 def build(spec: ArchitectureSpec) -> nn.Sequential:

@@ -45,4 +45,12 @@ RETRY_ATTR = "retry_of"  # on a trial queued again for an interrupted one: that 
 # Final figures a job copies onto its trial, as one attribute (one write): the sweeper's stop
 # rules read its accuracy and energy, a reader of the study (optuna-dashboard) the rest.
 FIGURES_ATTR = "figures"
-RECORDED_METRICS = ("accuracy", "energy_j", "net_energy_j", "train_energy_j", "train_seconds", "busy_seconds", "epochs_run")
+RECORDED_METRICS = (
+    "accuracy",
+    "energy_j",
+    "net_energy_j",
+    "train_energy_j",
+    "train_seconds",
+    "busy_seconds",
+    "epochs_run",
+)

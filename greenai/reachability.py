@@ -62,4 +62,6 @@ def _check_database(url: str, key: str) -> None:
         engine.dispose()
     except Exception as exc:  # drivers raise their own kinds
         message = str(exc).splitlines()[0][:200]
-        raise ConfigError(key, redact(url), f"database not reachable ({type(exc).__name__}: {redact(message)})") from None
+        raise ConfigError(
+            key, redact(url), f"database not reachable ({type(exc).__name__}: {redact(message)})"
+        ) from None

@@ -15,7 +15,14 @@ from omegaconf import DictConfig, OmegaConf
 
 SWEEPER_TARGET = "greenai.sweep.sweeper.GreenOptunaSweeper"
 # Overrides that change how a sweep runs, not what it searches.
-NOT_DEFINING = ("sweep.study_name", "sweep.storage", "sweep.energy_budget_kj", "sweep.target_accuracy", "sweep.trials_per_gpu", "tracking.")
+NOT_DEFINING = (
+    "sweep.study_name",
+    "sweep.storage",
+    "sweep.energy_budget_kj",
+    "sweep.target_accuracy",
+    "sweep.trials_per_gpu",
+    "tracking.",
+)
 
 
 # Optuna sampler class -> greenai's searcher name (conf/searcher/).

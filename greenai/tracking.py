@@ -123,11 +123,19 @@ class RunLogger:
     def text(self, text: str, artifact_file: str) -> None:
         self.mlflow.log_text(self.run_id, text, artifact_file)
 
-    def log(self, params: Mapping[str, object] | None = None, metrics: list[Metric] | None = None,
-            tags: Mapping[str, object] | None = None) -> None:
+    def log(
+        self,
+        params: Mapping[str, object] | None = None,
+        metrics: list[Metric] | None = None,
+        tags: Mapping[str, object] | None = None,
+    ) -> None:
         """Params, metrics (at their steps) and tags in one batch: one write to the store."""
-        self.mlflow.log_batch(self.run_id, metrics=metrics or [], params=[Param(k, str(v)) for k, v in (params or {}).items()],
-                              tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+        self.mlflow.log_batch(
+            self.run_id,
+            metrics=metrics or [],
+            params=[Param(k, str(v)) for k, v in (params or {}).items()],
+            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+        )
 
 
 def metric_points(values: Mapping[str, float | None], step: int = 0) -> list[Metric]:
@@ -189,15 +197,21 @@ def open_run(store: StoreURL | str, experiment: str, run_name: str, tags: Mappin
     close_run(run, None)
 
 
-def all_runs(mlflow: Any, experiment_ids: str | list[str], filter_string: str = "", view: int = ViewType.ACTIVE_ONLY) -> list:
+def all_runs(
+    mlflow: Any, experiment_ids: str | list[str], filter_string: str = "", view: int = ViewType.ACTIVE_ONLY
+) -> list:
     """Every run of the experiment(s) that matches `filter_string`, oldest first, over all of
     MLflow's result pages; `view`: active runs (MLflow's default), deleted ones, or all."""
     experiment_ids = [experiment_ids] if isinstance(experiment_ids, str) else experiment_ids
     runs, token = [], None
     while True:
         page = mlflow.search_runs(
-            experiment_ids, filter_string=filter_string, run_view_type=view, max_results=1000,
-            order_by=["attributes.start_time ASC"], page_token=token
+            experiment_ids,
+            filter_string=filter_string,
+            run_view_type=view,
+            max_results=1000,
+            order_by=["attributes.start_time ASC"],
+            page_token=token,
         )
         runs.extend(page)
         token = page.token
@@ -217,7 +231,9 @@ def find_run(mlflow: Any, experiment: str, tags: Mapping[str, str]) -> object | 
     if found is None:
         return None
     clauses = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-    runs = mlflow.search_runs([found.experiment_id], filter_string=clauses, max_results=1, order_by=["attributes.start_time DESC"])
+    runs = mlflow.search_runs(
+        [found.experiment_id], filter_string=clauses, max_results=1, order_by=["attributes.start_time DESC"]
+    )
     return runs[0] if runs else None
 
 
@@ -231,10 +247,13 @@ def close_dead_runs(mlflow: Any) -> int:
         log.debug("cannot look for dead runs: %s", exc)
         return 0
     dead = [
-        r for r in running
+        r
+        for r in running
         if names.TRIAL_NUMBER not in r.data.tags and owner_alive(r.data.tags.get(names.OWNER)) is False
     ]
     for run in dead:
         close_run(RunLogger(mlflow, run.info.run_id), Interrupted("its process ended without closing the run"))
-        log.warning("run %s (%s) was left running by a process that ended: closed as KILLED", run.info.run_name, run.info.run_id)
+        log.warning(
+            "run %s (%s) was left running by a process that ended: closed as KILLED", run.info.run_name, run.info.run_id
+        )
     return len(dead)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import time
 import platform
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
+
 import torch
 from mlflow.entities import Metric
 from omegaconf import DictConfig, OmegaConf
@@ -96,7 +97,9 @@ def job_tags(job: JobContext) -> dict[str, object]:
     return tags
 
 
-def run_tags(job: JobContext, meter: Meter, device: torch.device, dataset_source: str, idle: IdlePower | None) -> dict[str, object]:
+def run_tags(
+    job: JobContext, meter: Meter, device: torch.device, dataset_source: str, idle: IdlePower | None
+) -> dict[str, object]:
     return ({names.IDLE_SOURCE: idle.source.value} if idle else {}) | {
         names.RUN_KIND: "trial",
         names.TRIAL_STATE: "running",
@@ -179,8 +182,17 @@ class TrialRecord:
     pending: Pending = field(default_factory=Pending)
 
     @classmethod
-    def open(cls, store: StoreURL, experiment: str, name: str, tags: dict[str, object], link: StudyLink,
-             figures: TrialFigures, job: JobContext, epochs_total: int) -> TrialRecord:
+    def open(
+        cls,
+        store: StoreURL,
+        experiment: str,
+        name: str,
+        tags: dict[str, object],
+        link: StudyLink,
+        figures: TrialFigures,
+        job: JobContext,
+        epochs_total: int,
+    ) -> TrialRecord:
         run = tracking.create_run(tracking.client(store), experiment, name, tags)
         link.attach(run.run_id)
         return cls(run, link, name, figures, job, epochs_total)
@@ -189,7 +201,9 @@ class TrialRecord:
         """What the run is: config, architecture, the composed config file, an estimate warning."""
         summary = architecture_summary(spec)
         self.pending.params.update({**flat_params(cfg), **{f"arch.{k}": v for k, v in summary.items()}})
-        self.pending.metrics += tracking.metric_points({f"arch_{k}": v for k, v in summary.items() if k in ("params", "macs_per_sample")})
+        self.pending.metrics += tracking.metric_points(
+            {f"arch_{k}": v for k, v in summary.items() if k in ("params", "macs_per_sample")}
+        )
         if meter.source.is_estimated:
             self.pending.tags[names.NOTE] = f"Energy is ESTIMATED, not measured: {meter.description}"
         self.run.text(redact_text(OmegaConf.to_yaml(without_hydra(cfg))), "config.yaml")
@@ -215,7 +229,9 @@ class TrialRecord:
         first StoreFull is raised once everything else is written."""
         final = self.figures.metrics()
         params, metrics, tags = self.pending.take()
-        tags.update({names.ENERGY_SOURCE: self.figures.source.value, **self._approximations(), **tracking.ending_tags(exc)})
+        tags.update(
+            {names.ENERGY_SOURCE: self.figures.source.value, **self._approximations(), **tracking.ending_tags(exc)}
+        )
         full: list[StoreFull] = []
         # MLflow first: what was measured is kept even if the process dies before the study is told.
         logged = _kept(full, lambda: self.run.log(params, metrics + tracking.metric_points(final), tags))
@@ -236,15 +252,21 @@ class TrialRecord:
         if not short:
             return {}
         windows = len(self.figures.epochs) * 2
-        note = (f"{short} of {windows} energy windows were shorter than 10 counter periods: each of those figures is "
-                f"approximate (within one counter step, right on average); the run's totals are exact to one step.")
+        note = (
+            f"{short} of {windows} energy windows were shorter than 10 counter periods: each of those figures is "
+            f"approximate (within one counter step, right on average); the run's totals are exact to one step."
+        )
         return {names.APPROXIMATE_WINDOWS: f"{short}/{windows}", names.NOTE: note}
 
     def progress(self, exc: BaseException | None) -> dict[str, object]:
         """The trial's line in the sweep's progress file."""
         final = self.figures.metrics()
-        return {"round": self.job.round, "state": tracking.end_state(exc)[1], "accuracy": final.get("accuracy"),
-                "energy_j": final.get("energy_j")}
+        return {
+            "round": self.job.round,
+            "state": tracking.end_state(exc)[1],
+            "accuracy": final.get("accuracy"),
+            "energy_j": final.get("energy_j"),
+        }
 
 
 def add_to_sweep_totals(records: list[tuple[TrialRecord, BaseException | None]]) -> None:
@@ -265,7 +287,10 @@ def add_to_sweep_totals(records: list[tuple[TrialRecord, BaseException | None]])
             raise
         raise stopped from error
     tracking.RunLogger(first.run.mlflow, parent).metrics(
-        {"sweep_trials_done": totals["trials"], "sweep_energy_so_far_j": totals["energy_j"],
-         "sweep_best_accuracy_so_far": totals["best_accuracy"]},
+        {
+            "sweep_trials_done": totals["trials"],
+            "sweep_energy_so_far_j": totals["energy_j"],
+            "sweep_best_accuracy_so_far": totals["best_accuracy"],
+        },
         step=int(totals["trials"]),
     )

@@ -53,7 +53,9 @@ def run_alone(trial: PreparedTrial) -> Any:
     PrunedAt, or the exception that failed it). A signal closes the run KILLED and is raised on."""
     setup, record = trial.setup, trial.record
     try:
-        run_repeats(setup.config, setup.spec, setup.dataset, setup.meter, record.figures, record.epoch, record.optimizer)
+        run_repeats(
+            setup.config, setup.spec, setup.dataset, setup.meter, record.figures, record.epoch, record.optimizer
+        )
     except BaseException as exc:
         # The energy spent is logged and the study told before the run closes as pruned,
         # failed or killed (a signal arrives here as KeyboardInterrupt).
@@ -110,8 +112,14 @@ def run_fused(trials: Sequence[PreparedTrial]) -> list[Any]:
         return dropped
 
     try:
-        runs = fusion.fit_group(group, first.dataset, epochs=epochs, batch_size=first.config.batch_size,
-                                meter=first.meter, on_epoch=on_epoch)
+        runs = fusion.fit_group(
+            group,
+            first.dataset,
+            epochs=epochs,
+            batch_size=first.config.batch_size,
+            meter=first.meter,
+            on_epoch=on_epoch,
+        )
     except BaseException as exc:
         for trial in trials:
             if not trial.done:

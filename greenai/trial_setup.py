@@ -54,8 +54,12 @@ def fuses(config: TrainConfig, device: torch.device, packed: bool) -> bool:
     and never fused."""
     if packed:
         if config.fuse:
-            raise ConfigError("fuse", True, "packed trials (sweep.trials_per_gpu > 1) are attributed one by one; "
-                              "use hydra/launcher=fused instead of packing them, or fuse=false")
+            raise ConfigError(
+                "fuse",
+                True,
+                "packed trials (sweep.trials_per_gpu > 1) are attributed one by one; "
+                "use hydra/launcher=fused instead of packing them, or fuse=false",
+            )
         return False
     return device.type == "cuda" if config.fuse is None else bool(config.fuse)
 
@@ -80,7 +84,13 @@ def prepare(cfg: DictConfig) -> TrialSetup:
     fused = fuses(config, device, packed=timeline is not None)
     link = StudyLink.for_job(config.sweep, job.launch_dir, defer_tell=timeline is not None)
     setup = TrialSetup(config, spec, job, store, device, dataset, meter, idle, link, fused)
-    log.info("%s on %s, energy: %s%s", setup.name, device, meter.description, ", repeats fused" if fused and config.repeats > 1 else "")
+    log.info(
+        "%s on %s, energy: %s%s",
+        setup.name,
+        device,
+        meter.description,
+        ", repeats fused" if fused and config.repeats > 1 else "",
+    )
     return setup
 
 
@@ -89,8 +99,16 @@ def open_record(setup: TrialSetup, cfg: DictConfig) -> TrialRecord:
     config = setup.config
     figures = TrialFigures(train_images=len(setup.dataset.y_train), idle=setup.idle)
     tags = run_tags(setup.job, setup.meter, setup.device, setup.dataset.source, setup.idle)
-    record = TrialRecord.open(setup.store, config.tracking.experiment, setup.name, tags, setup.link, figures, setup.job,
-                              config.epochs * config.repeats)
+    record = TrialRecord.open(
+        setup.store,
+        config.tracking.experiment,
+        setup.name,
+        tags,
+        setup.link,
+        figures,
+        setup.job,
+        config.epochs * config.repeats,
+    )
     try:
         record.describe(cfg, setup.spec, setup.meter)
     except BaseException as exc:

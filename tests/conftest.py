@@ -35,21 +35,39 @@ def greenai(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("MLFLOW_EXPERIMENT_NAME", None)
 
-    def run(*args: str, module: str = "train", timeout: float = 600, check: bool = True,
-            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str,
+        module: str = "train",
+        timeout: float = 600,
+        check: bool = True,
+        extra_env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [sys.executable, "-m", f"greenai.{module}", *args],
-            cwd=work, env={**env, **(extra_env or {})}, capture_output=True, text=True, timeout=timeout,
+            cwd=work,
+            env={**env, **(extra_env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if check and proc.returncode != 0:
-            raise AssertionError(f"exit {proc.returncode}\nSTDOUT:\n{proc.stdout[-4000:]}\nSTDERR:\n{proc.stderr[-6000:]}")
+            raise AssertionError(
+                f"exit {proc.returncode}\nSTDOUT:\n{proc.stdout[-4000:]}\nSTDERR:\n{proc.stderr[-6000:]}"
+            )
         return proc
 
-    def start(*args: str, log: Path, module: str = "train", extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    def start(
+        *args: str, log: Path, module: str = "train", extra_env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         """Start the command in the background, its output going to `log`."""
         out = log.open("w")
-        return subprocess.Popen([sys.executable, "-m", f"greenai.{module}", *args], cwd=work, env={**env, **(extra_env or {})},
-                                stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", f"greenai.{module}", *args],
+            cwd=work,
+            env={**env, **(extra_env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
     run.cwd = work  # type: ignore[attr-defined]
     run.start = start  # type: ignore[attr-defined]
@@ -59,8 +77,6 @@ def greenai(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
 @pytest.fixture
 def tiny(fashion_root: Path, tmp_path: Path) -> list[str]:
     return tiny_args(fashion_root, tmp_path / "cache")
-
-
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

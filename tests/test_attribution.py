@@ -22,7 +22,9 @@ def test_two_trials_one_busy_10_s_one_100_s():
     result = attribute(windows, readings((0.0, 0.0), (10.0, 2000.0), (100.0, 11000.0)))
     assert result.windows["short"].joules["gpu"] == pytest.approx(1000.0)  # half of the shared 10 s
     assert result.windows["long"].joules["gpu"] == pytest.approx(1000.0 + 9000.0)  # half, then all of its tail
-    assert result.windows["short"].seconds == pytest.approx(5.0) and result.windows["long"].seconds == pytest.approx(95.0)
+    assert result.windows["short"].seconds == pytest.approx(5.0) and result.windows["long"].seconds == pytest.approx(
+        95.0
+    )
     assert result.overhead.joules == {} and result.total.joules["gpu"] == pytest.approx(11000.0)
 
 
@@ -48,7 +50,12 @@ def test_three_staggered_trials_share_each_interval_among_those_active():
 def test_reads_out_of_order_by_microseconds_never_give_negative_energy():
     windows = [Window("a", 0.0, 2.0), Window("b", 1.0, 2.0)]
     # b read the counter at t=1.0 just before a's read at t=1.000001 saw a (lower) earlier value.
-    points = [Reading(0.0, {"gpu": 0.0}), Reading(1.0, {"gpu": 50.0}), Reading(1.000001, {"gpu": 49.0}), Reading(2.0, {"gpu": 150.0})]
+    points = [
+        Reading(0.0, {"gpu": 0.0}),
+        Reading(1.0, {"gpu": 50.0}),
+        Reading(1.000001, {"gpu": 49.0}),
+        Reading(2.0, {"gpu": 150.0}),
+    ]
     result = attribute(windows, points)
     assert all(v >= 0 for s in result.windows.values() for v in s.joules.values())
     assert sum(s.joules["gpu"] for s in result.windows.values()) == pytest.approx(150.0)
@@ -67,8 +74,10 @@ def test_a_trials_timeline_becomes_its_per_epoch_and_final_figures():
     t = 0.0
     for step in (1, 2):
         for window, joules in (("train", 30.0), ("eval", 3.0)):
-            lines += [{"event": "begin", "window": window, "n": step, "t": t, "j": {}},
-                      {"event": "end", "window": window, "n": step, "t": t + 1.0, "j": {}}]
+            lines += [
+                {"event": "begin", "window": window, "n": step, "t": t, "j": {}},
+                {"event": "end", "window": window, "n": step, "t": t + 1.0, "j": {}},
+            ]
             shares[(7, window, step)] = type("S", (), {"joules": {"gpu": joules}, "seconds": 0.5})()
             t += 1.0
     assert [w.key for w in _windows({7: lines})] == [(7, "train", 1), (7, "eval", 1), (7, "train", 2), (7, "eval", 2)]
@@ -78,5 +87,7 @@ def test_a_trials_timeline_becomes_its_per_epoch_and_final_figures():
     assert final["energy_per_train_sample_j"] == pytest.approx(60.0 / 200)
     # Idle power is charged for the trial's share of the time (0.5 s per window), not the window's 1 s.
     assert final["net_energy_j"] == pytest.approx(66.0 - 10.0 * 2.0)
-    assert per_epoch[2]["epoch_energy_j"] == pytest.approx(30.0) and per_epoch[2]["epoch_net_energy_j"] == pytest.approx(25.0)
+    assert per_epoch[2]["epoch_energy_j"] == pytest.approx(30.0) and per_epoch[2][
+        "epoch_net_energy_j"
+    ] == pytest.approx(25.0)
     assert figures.source is Source.attributed and math.isnan(figures.epochs[0].test_accuracy)

@@ -41,13 +41,19 @@ TABLE = [
     (["model=resnet"], "model=resnet: unknown model; choose one of denselinear, densepoly, simplecnn"),
     (["dataset=mnist"], "dataset=mnist: unknown dataset; choose one of cifar10, fashion_mnist"),
     (["-m", "searcher=annealing"], "searcher=annealing: unknown searcher; choose one of bayes, grid, random, tpe"),
-    (["-m", "searcher=random", "space=paper3", "pruner=patient"], "pruner=patient: unknown pruner; choose one of hyperband, median, none, successive_halving"),
+    (
+        ["-m", "searcher=random", "space=paper3", "pruner=patient"],
+        "pruner=patient: unknown pruner; choose one of hyperband, median, none, successive_halving",
+    ),
     (["energy=nvidia"], "energy=nvidia: unknown energy; choose one of auto, estimate, off, zeus"),
     (["conv_layers=5"], "conv_layers=5: simplecnn on 28x28 images takes 1 to 4"),
     (["conv_layers=0"], "conv_layers=0: simplecnn on 28x28 images takes 1 to 4"),
     (["-m", "conv_layers=1,2,5"], "conv_layers=5: simplecnn on 28x28 images takes 1 to 4"),
     (["linear_layers=0"], "linear_layers=0: simplecnn with 2 conv layers on 28x28 images takes 1 to"),
-    (["model=densepoly", "linear_layers=12"], "linear_layers=12: densepoly with 0 conv layers on 28x28 images takes 1 to 10"),
+    (
+        ["model=densepoly", "linear_layers=12"],
+        "linear_layers=12: densepoly with 0 conv layers on 28x28 images takes 1 to 10",
+    ),
     (["epochs=0"], "epochs=0: must be a whole number >= 1"),
     (["epochs=-3"], "epochs=-3: must be a whole number >= 1"),
     (["batch_size=0"], "batch_size=0: must be a whole number >= 1"),
@@ -62,18 +68,38 @@ TABLE = [
     (["-m", "searcher=random", "lr=interval(0.1,0.01)"], "lr=interval(0.1,0.01): not a valid search range"),
     (["-m", "searcher=random", "conv_layers=range(3,3)"], "conv_layers=range(3,3): not a valid search range"),
     (["-m", "searcher=random", "lr=interval(0,0.1)"], "search space: lr=0.0: must be a finite number > 0"),
-    (["-m", "searcher=random", "conv_layers=range(1,6)"], "search space: conv_layers=5: simplecnn on 28x28 images takes 1 to 4"),
+    (
+        ["-m", "searcher=random", "conv_layers=range(1,6)"],
+        "search space: conv_layers=5: simplecnn on 28x28 images takes 1 to 4",
+    ),
     (["-m", "searcher=grid"], "hydra.sweeper.params: the search space is empty"),
-    (["-m", "searcher=random", "space=paper3", "objective=accuracy_energy", "pruner=median"], "pruner: Optuna cannot prune a multi-objective study"),
+    (
+        ["-m", "searcher=random", "space=paper3", "objective=accuracy_energy", "pruner=median"],
+        "pruner: Optuna cannot prune a multi-objective study",
+    ),
     (["tracking.uri=http://127.0.0.1:9"], "tracking.uri=http://127.0.0.1:9: MLflow server not reachable"),
-    (["-m", "conv_layers=1,2", "tracking.uri=http://127.0.0.1:9"], "tracking.uri=http://127.0.0.1:9: MLflow server not reachable"),
-    (["tracking.uri=sqlite:////proc/none/mlflow.db"], "tracking.uri=sqlite:////proc/none/mlflow.db: cannot write in /proc/none"),
-    (["-m", "searcher=random", "space=paper3", "sweep.storage=sqlite:////proc/none/optuna.db"], "sweep.storage=sqlite:////proc/none/optuna.db: cannot write in /proc/none"),
+    (
+        ["-m", "conv_layers=1,2", "tracking.uri=http://127.0.0.1:9"],
+        "tracking.uri=http://127.0.0.1:9: MLflow server not reachable",
+    ),
+    (
+        ["tracking.uri=sqlite:////proc/none/mlflow.db"],
+        "tracking.uri=sqlite:////proc/none/mlflow.db: cannot write in /proc/none",
+    ),
+    (
+        ["-m", "searcher=random", "space=paper3", "sweep.storage=sqlite:////proc/none/optuna.db"],
+        "sweep.storage=sqlite:////proc/none/optuna.db: cannot write in /proc/none",
+    ),
     (["energy=zeus"], "energy=zeus: Zeus found no GPU (NVML) and no readable CPU (RAPL) counters here"),
     (["dataset.root=/nonexistent"], "dataset.root=/nonexistent: no Fashion-MNIST IDX files there"),
 ]
-ROOTS = [("missing", "lacks train-labels-idx1-ubyte"), ("truncated", "truncated"), ("magic", "wrong magic number"),
-         ("md5", "differs from the official"), ("gzip", "cannot be read")]
+ROOTS = [
+    ("missing", "lacks train-labels-idx1-ubyte"),
+    ("truncated", "truncated"),
+    ("magic", "wrong magic number"),
+    ("md5", "differs from the official"),
+    ("gzip", "cannot be read"),
+]
 
 
 def assert_refused(greenai, args, message):
@@ -90,8 +116,9 @@ def assert_refused(greenai, args, message):
 @pytest.mark.parametrize(("args", "message"), TABLE, ids=[" ".join(a) for a, _ in TABLE])
 def test_bad_input_is_refused_before_anything_runs(greenai, tiny, args, message):
     if any(a.startswith("energy=zeus") for a in args):
-        from greenai.energy import ZeusMeter
         import torch
+
+        from greenai.energy import ZeusMeter
 
         try:
             ZeusMeter(torch.device("cuda" if torch.cuda.is_available() else "cpu"))

@@ -33,8 +33,13 @@ def postgres():
     as_root(script, "stop")
 
 
-SLURM = ["hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.gpus_per_node=0",
-         "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2"]
+SLURM = [
+    "hydra/launcher=slurm",
+    "hydra.launcher.partition=debug",
+    "hydra.launcher.gpus_per_node=0",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=2",
+]
 
 
 def running_job(cwd: Path, proc: subprocess.Popen, log: Path, progress: str) -> str:
@@ -50,7 +55,9 @@ def running_job(cwd: Path, proc: subprocess.Popen, log: Path, progress: str) -> 
 
 
 def test_a_sweep_runs_as_slurm_jobs_and_reports_like_a_local_one(greenai, tiny, slurm):
-    greenai("-m", *SLURM, "searcher=random", "space=paper3", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", *tiny)
+    greenai(
+        "-m", *SLURM, "searcher=random", "space=paper3", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2", *tiny
+    )
     assert Counter(t.state.name for t in optuna_trials(greenai.cwd)) == {"COMPLETE": 4}
     runs = trial_runs(mlflow_runs(greenai.cwd))
     assert len(by_state(runs, "finished")) == 4
@@ -61,8 +68,18 @@ def test_a_sweep_runs_as_slurm_jobs_and_reports_like_a_local_one(greenai, tiny, 
 
 
 def test_a_job_slurm_cancels_is_failed_and_the_sweep_goes_on(greenai, fashion_root, tmp_path, slurm):
-    args = ["-m", *SLURM, "searcher=random", "space=paper3", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=2",
-            f"dataset.root={fashion_root}", f"dataset.cache_dir={tmp_path / 'cache'}", "batch_size=8", "epochs=40"]
+    args = [
+        "-m",
+        *SLURM,
+        "searcher=random",
+        "space=paper3",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.n_jobs=2",
+        f"dataset.root={fashion_root}",
+        f"dataset.cache_dir={tmp_path / 'cache'}",
+        "batch_size=8",
+        "epochs=40",
+    ]
     log = tmp_path / "sweep.log"
     proc = greenai.start(*args, log=log)
     job = running_job(greenai.cwd, proc, log, "epoch   2/40")
@@ -78,9 +95,20 @@ def test_a_job_slurm_cancels_is_failed_and_the_sweep_goes_on(greenai, fashion_ro
 def test_a_job_that_times_out_is_failed_and_the_sweep_goes_on(greenai, fashion_root, tmp_path, slurm):
     # A two-minute limit the 100000-epoch point cannot meet (Slurm may signal up to a minute
     # before its time, so the limit leaves the 1-epoch point room to finish).
-    args = ["-m", *SLURM, "searcher=grid", "epochs=choice(1,100000)", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
-            "hydra.sweeper.max_failure_rate=1.0", "hydra.launcher.timeout_min=2", "hydra.launcher.signal_delay_s=10",
-            f"dataset.root={fashion_root}", f"dataset.cache_dir={tmp_path / 'cache'}", "batch_size=8"]
+    args = [
+        "-m",
+        *SLURM,
+        "searcher=grid",
+        "epochs=choice(1,100000)",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.max_failure_rate=1.0",
+        "hydra.launcher.timeout_min=2",
+        "hydra.launcher.signal_delay_s=10",
+        f"dataset.root={fashion_root}",
+        f"dataset.cache_dir={tmp_path / 'cache'}",
+        "batch_size=8",
+    ]
     log = tmp_path / "sweep.log"
     proc = greenai.start(*args, log=log)
     assert proc.wait(timeout=900) == 0, log.read_text()[-3000:]
@@ -94,8 +122,15 @@ def test_a_job_that_times_out_is_failed_and_the_sweep_goes_on(greenai, fashion_r
 
 def test_workers_on_several_processes_share_a_postgresql_study(greenai, tiny, tmp_path, postgres):
     study = f"pg-{os.getpid()}-{time.monotonic_ns()}"
-    args = ["-m", "searcher=random", "space=paper3", f"sweep.study_name={study}", f"sweep.storage={postgres}",
-            "hydra.sweeper.n_trials=12", *tiny]
+    args = [
+        "-m",
+        "searcher=random",
+        "space=paper3",
+        f"sweep.study_name={study}",
+        f"sweep.storage={postgres}",
+        "hydra.sweeper.n_trials=12",
+        *tiny,
+    ]
     logs = [tmp_path / f"worker{i}.log" for i in range(3)]
     procs = [greenai.start(*args, log=log) for log in logs]
     assert [p.wait(timeout=900) for p in procs] == [0, 0, 0], [log.read_text()[-2000:] for log in logs]
@@ -111,8 +146,15 @@ def test_workers_on_several_processes_share_a_postgresql_study(greenai, tiny, tm
 
 
 def test_workers_share_a_journal_file_study(greenai, tiny, tmp_path):
-    args = ["-m", "searcher=random", "space=paper3", "sweep.study_name=journal", f"sweep.storage=journal://{tmp_path / 'study.log'}",
-            "hydra.sweeper.n_trials=8", *tiny]
+    args = [
+        "-m",
+        "searcher=random",
+        "space=paper3",
+        "sweep.study_name=journal",
+        f"sweep.storage=journal://{tmp_path / 'study.log'}",
+        "hydra.sweeper.n_trials=8",
+        *tiny,
+    ]
     logs = [tmp_path / f"worker{i}.log" for i in range(2)]
     procs = [greenai.start(*args, log=log) for log in logs]
     assert [p.wait(timeout=900) for p in procs] == [0, 0], [log.read_text()[-2000:] for log in logs]

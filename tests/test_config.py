@@ -20,8 +20,19 @@ def composed(*overrides: str):
 
 def test_defaults_are_the_papers_protocol():
     cfg = to_typed(composed())
-    assert (cfg.model.name, cfg.dataset.name, cfg.energy.backend) == (ModelName.simplecnn, DatasetName.fashion_mnist, EnergyBackend.auto)
-    assert (cfg.epochs, cfg.batch_size, cfg.seed, cfg.conv_layers, cfg.linear_layers, cfg.relu) == (25, 512, 1234, 2, 3, True)
+    assert (cfg.model.name, cfg.dataset.name, cfg.energy.backend) == (
+        ModelName.simplecnn,
+        DatasetName.fashion_mnist,
+        EnergyBackend.auto,
+    )
+    assert (cfg.epochs, cfg.batch_size, cfg.seed, cfg.conv_layers, cfg.linear_layers, cfg.relu) == (
+        25,
+        512,
+        1234,
+        2,
+        3,
+        True,
+    )
     assert (cfg.lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay) == (1e-3, 0.9, 0.999, 1e-8, 0.0)
     assert cfg.objective.name is Objective.accuracy and cfg.objective.directions == ["maximize"]
     assert cfg.tracking.uri == "sqlite:///mlflow.db"

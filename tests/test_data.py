@@ -22,15 +22,29 @@ CPU = torch.device("cpu")
 
 def fashion(root: Path | None, cache: Path, **kw) -> DatasetConfig:
     return DatasetConfig(
-        name=DatasetName.fashion_mnist, channels=1, height=28, width=28, mean=[0.286], std=[0.353],
-        root=None if root is None else str(root), cache_dir=str(cache), **kw,
+        name=DatasetName.fashion_mnist,
+        channels=1,
+        height=28,
+        width=28,
+        mean=[0.286],
+        std=[0.353],
+        root=None if root is None else str(root),
+        cache_dir=str(cache),
+        **kw,
     )
 
 
 def cifar(root: Path | None, cache: Path, **kw) -> DatasetConfig:
     return DatasetConfig(
-        name=DatasetName.cifar10, channels=3, height=32, width=32, mean=[0.49, 0.48, 0.45], std=[0.25, 0.24, 0.26],
-        root=None if root is None else str(root), cache_dir=str(cache), **kw,
+        name=DatasetName.cifar10,
+        channels=3,
+        height=32,
+        width=32,
+        mean=[0.49, 0.48, 0.45],
+        std=[0.25, 0.24, 0.26],
+        root=None if root is None else str(root),
+        cache_dir=str(cache),
+        **kw,
     )
 
 

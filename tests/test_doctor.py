@@ -54,7 +54,9 @@ def test_a_gpu_torch_cannot_use_is_named_as_the_problem(monkeypatch):
 
 
 def test_the_command_on_this_machine_answers_in_one_screen():
-    proc = subprocess.run([sys.executable, "-m", "greenai.doctor", "--quick"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "greenai.doctor", "--quick"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert lines[0].startswith("torch ") and lines[-1].startswith("recommended: ") and len(lines) <= 20

@@ -159,7 +159,9 @@ def test_a_gpu_the_driver_shows_but_torch_cannot_use_stops_with_one_line(monkeyp
     monkeypatch.setattr(devices, "nvml_gpu_count", lambda: 1)
     monkeypatch.setattr(devices, "driver_version", lambda: "535.54")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ConfigError, match=r"^device=auto: the NVIDIA driver shows 1 GPU\(s\) .* torch .* cannot use them"):
+    with pytest.raises(
+        ConfigError, match=r"^device=auto: the NVIDIA driver shows 1 GPU\(s\) .* torch .* cannot use them"
+    ):
         devices.pick_device("auto")
     assert devices.pick_device("cpu") == CPU, "device=cpu still trains on the CPU"
 

@@ -9,8 +9,15 @@ from stores import by_state, energy_kept, mlflow_runs, optuna_trials, sweep_runs
 
 pytestmark = pytest.mark.slow
 
-PRUNING = ["searcher=random", "sweep.study_name=pruning", "pruner=median", "sweep.pruner.n_startup_trials=1",
-           "sweep.pruner.n_warmup_steps=0", "epochs=4", "batch_size=32"]
+PRUNING = [
+    "searcher=random",
+    "sweep.study_name=pruning",
+    "pruner=median",
+    "sweep.pruner.n_startup_trials=1",
+    "sweep.pruner.n_warmup_steps=0",
+    "epochs=4",
+    "batch_size=32",
+]
 
 
 def test_a_pruned_trial_stops_early_is_recorded_pruned_and_its_energy_counts(greenai, tiny):
@@ -24,10 +31,14 @@ def test_a_pruned_trial_stops_early_is_recorded_pruned_and_its_energy_counts(gre
     runs = mlflow_runs(greenai.cwd)
     (pruned,) = by_state(trial_runs(runs), "pruned")
     assert pruned.info.status == "FINISHED" and pruned.data.metrics["epochs_run"] < 4
-    assert energy_kept(pruned) and trials[1].user_attrs["figures"]["energy_j"] == pytest.approx(pruned.data.metrics["energy_j"])
+    assert energy_kept(pruned) and trials[1].user_attrs["figures"]["energy_j"] == pytest.approx(
+        pruned.data.metrics["energy_j"]
+    )
     (sweep,) = sweep_runs(runs)
     assert sweep.data.metrics["sweep_trials_pruned"] == 1
-    assert sweep.data.metrics["sweep_energy_j"] == pytest.approx(sum(r.data.metrics["energy_j"] for r in trial_runs(runs)))
+    assert sweep.data.metrics["sweep_energy_j"] == pytest.approx(
+        sum(r.data.metrics["energy_j"] for r in trial_runs(runs))
+    )
 
 
 def test_an_energy_budget_stops_the_sweep_within_one_trial(greenai, tiny):
@@ -50,7 +61,10 @@ def test_an_accuracy_target_stops_the_sweep(greenai, tiny):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["searcher=random", "space=paper3", "objective=accuracy_energy", "pruner=median"], "Optuna cannot prune a multi-objective study"),
+        (
+            ["searcher=random", "space=paper3", "objective=accuracy_energy", "pruner=median"],
+            "Optuna cannot prune a multi-objective study",
+        ),
         (["conv_layers=1,2", "pruner=hyperband"], "pruning needs an Optuna searcher"),
     ],
 )
@@ -62,7 +76,16 @@ def test_pruners_that_cannot_work_are_refused_plainly(greenai, tiny, args, messa
 
 @pytest.mark.parametrize("pruner", ["successive_halving", "hyperband"])
 def test_every_pruner_config_runs(greenai, tiny, pruner):
-    greenai("-m", "searcher=tpe", "space=paper3", "hydra.sweeper.n_trials=4", f"pruner={pruner}", "epochs=3", *tiny[:2], "batch_size=64")
+    greenai(
+        "-m",
+        "searcher=tpe",
+        "space=paper3",
+        "hydra.sweeper.n_trials=4",
+        f"pruner={pruner}",
+        "epochs=3",
+        *tiny[:2],
+        "batch_size=64",
+    )
     states = Counter(t.state.name for t in optuna_trials(greenai.cwd))
     assert states["COMPLETE"] + states["PRUNED"] == 4 and not states["FAIL"]
     assert len(by_state(trial_runs(mlflow_runs(greenai.cwd)), "pruned")) == states["PRUNED"]

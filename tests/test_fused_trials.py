@@ -49,9 +49,20 @@ def test_a_batch_fuses_by_architecture_each_trial_its_own_run(greenai, tiny):
 
 
 def test_an_optuna_batch_fused_with_members_pruned_out_of_their_group(greenai, tiny):
-    greenai("-m", "searcher=random", "space=paper3", "hydra/launcher=fused", "fuse=true", "hydra.sweeper.n_jobs=4",
-            "hydra.sweeper.n_trials=8", "pruner=median", "sweep.pruner.n_startup_trials=2", "sweep.pruner.n_warmup_steps=0",
-            *[a for a in tiny if not a.startswith("epochs=")], "epochs=4")
+    greenai(
+        "-m",
+        "searcher=random",
+        "space=paper3",
+        "hydra/launcher=fused",
+        "fuse=true",
+        "hydra.sweeper.n_jobs=4",
+        "hydra.sweeper.n_trials=8",
+        "pruner=median",
+        "sweep.pruner.n_startup_trials=2",
+        "sweep.pruner.n_warmup_steps=0",
+        *[a for a in tiny if not a.startswith("epochs=")],
+        "epochs=4",
+    )
     trials = optuna_trials(greenai.cwd)
     states = Counter(t.state.name for t in trials)
     assert states["COMPLETE"] + states["PRUNED"] == 8 and len(trials) == 8, states

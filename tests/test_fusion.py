@@ -223,7 +223,9 @@ def test_each_window_is_shared_equally_among_the_members_active_in_it():
 
 
 def test_without_energy_a_share_has_time_only():
-    assert Measurement(4.0, None, None, Source.off).share(4) == Measurement(4.0, None, None, Source.off, charged_seconds=1.0)
+    assert Measurement(4.0, None, None, Source.off).share(4) == Measurement(
+        4.0, None, None, Source.off, charged_seconds=1.0
+    )
     assert combined_source([Source.fused, Source.measured]) is Source.partial
 
 

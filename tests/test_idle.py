@@ -9,8 +9,8 @@ import pytest
 
 from greenai.energy import EstimateMeter, Measurement, OffMeter, Source
 from greenai.idle import IdlePower, idle_power
-from greenai.sweep_folder import SweepFolder
 from greenai.loop import EpochResult
+from greenai.sweep_folder import SweepFolder
 from greenai.trial import TrialFigures, epoch_metrics
 
 
@@ -34,7 +34,14 @@ class CountingMeter:
 
 
 def epoch(n, train_j, train_s, eval_j, eval_s):
-    return EpochResult(n, 0.5, 0.5, 0.8, Measurement(train_s, train_j, None, Source.measured), Measurement(eval_s, eval_j, None, Source.measured))
+    return EpochResult(
+        n,
+        0.5,
+        0.5,
+        0.8,
+        Measurement(train_s, train_j, None, Source.measured),
+        Measurement(eval_s, eval_j, None, Source.measured),
+    )
 
 
 def test_net_energy_per_epoch_and_per_run():

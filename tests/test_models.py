@@ -75,14 +75,17 @@ def test_summary_counts_multiply_accumulates():
 
 
 @pytest.mark.parametrize(
-    ("shape", "conv", "allowed"), [(FASHION, 5, "1 to 4"), (CIFAR, 6, "1 to 5"), (FASHION, 0, "1 to 4"), (CIFAR, -1, "1 to 5")]
+    ("shape", "conv", "allowed"),
+    [(FASHION, 5, "1 to 4"), (CIFAR, 6, "1 to 5"), (FASHION, 0, "1 to 4"), (CIFAR, -1, "1 to 5")],
 )
 def test_impossible_conv_counts_are_config_errors(shape, conv, allowed):
     with pytest.raises(ConfigError, match=f"conv_layers={conv}: .*{allowed}"):
         build(ArchitectureSpec(ModelName.simplecnn, shape, conv, 3))
 
 
-@pytest.mark.parametrize(("model", "linear"), [(ModelName.densepoly, 0), (ModelName.densepoly, 11), (ModelName.simplecnn, -2)])
+@pytest.mark.parametrize(
+    ("model", "linear"), [(ModelName.densepoly, 0), (ModelName.densepoly, 11), (ModelName.simplecnn, -2)]
+)
 def test_impossible_linear_counts_are_config_errors(model, linear):
     conv = 2 if model is ModelName.simplecnn else 0
     with pytest.raises(ConfigError, match=f"linear_layers={linear}"):

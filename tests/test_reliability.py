@@ -44,8 +44,14 @@ def assert_complete_and_clean(work: Path, n_trials: int) -> None:
     assert len(sweep_runs(mlflow_runs(work))) == 1, "one parent run for the study"
 
 
-SWEEP = ["-m", "searcher=grid", "lr=choice(0.001,0.002,0.003,0.004,0.005,0.006)", "hydra.sweeper.n_trials=6",
-         "epochs=6", "batch_size=16"]
+SWEEP = [
+    "-m",
+    "searcher=grid",
+    "lr=choice(0.001,0.002,0.003,0.004,0.005,0.006)",
+    "hydra.sweeper.n_trials=6",
+    "epochs=6",
+    "batch_size=16",
+]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -86,14 +92,27 @@ def test_sigkill_of_the_main_process_mid_trial(greenai, fashion_root, tmp_path):
 
 
 def test_sigkill_of_a_worker(greenai, fashion_root, tmp_path):
-    args = ["-m", "searcher=random", "space=paper3", "hydra.sweeper.n_trials=6", "epochs=6", "batch_size=16",
-            "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2",
-            f"dataset.root={fashion_root}", f"dataset.cache_dir={tmp_path / 'cache'}"]
+    args = [
+        "-m",
+        "searcher=random",
+        "space=paper3",
+        "hydra.sweeper.n_trials=6",
+        "epochs=6",
+        "batch_size=16",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "hydra.sweeper.n_jobs=2",
+        f"dataset.root={fashion_root}",
+        f"dataset.cache_dir={tmp_path / 'cache'}",
+    ]
     log = tmp_path / "first.log"
     proc = greenai.start(*args, log=log)
     wait_for(log, "round3] epoch   1/6", proc)
-    workers = [c for c in children(proc.pid) if "greenai.train" in Path(f"/proc/{c}/cmdline").read_text()
-               or "loky" in Path(f"/proc/{c}/cmdline").read_text()]
+    workers = [
+        c
+        for c in children(proc.pid)
+        if "greenai.train" in Path(f"/proc/{c}/cmdline").read_text() or "loky" in Path(f"/proc/{c}/cmdline").read_text()
+    ]
     assert workers, "joblib's workers are children of the sweep"
     os.kill(workers[0], signal.SIGKILL)
     proc.wait(timeout=300)
@@ -102,8 +121,17 @@ def test_sigkill_of_a_worker(greenai, fashion_root, tmp_path):
 
 
 def test_four_joblib_workers_record_forty_trials_once(greenai, tiny):
-    greenai("-m", "searcher=random", "space=paper3", "hydra.sweeper.n_trials=40", "hydra/launcher=joblib",
-            "hydra.launcher.n_jobs=4", "hydra.sweeper.n_jobs=4", *tiny, timeout=1200)
+    greenai(
+        "-m",
+        "searcher=random",
+        "space=paper3",
+        "hydra.sweeper.n_trials=40",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=4",
+        "hydra.sweeper.n_jobs=4",
+        *tiny,
+        timeout=1200,
+    )
     assert_complete_and_clean(greenai.cwd, 40)
 
 
@@ -146,8 +174,17 @@ def test_energy_counters_failing_mid_run_fall_back_and_label_the_run_partial(tmp
     monkeypatch.chdir(tmp_path)
     energy._METERS.clear()
     with initialize_config_dir(config_dir=CONF_DIR):
-        cfg = compose(config_name="config", return_hydra_config=True,
-                      overrides=[f"dataset.root={fashion_root}", f"dataset.cache_dir={tmp_path}/c", "epochs=3", "energy=zeus", "energy.idle_seconds=0"])
+        cfg = compose(
+            config_name="config",
+            return_hydra_config=True,
+            overrides=[
+                f"dataset.root={fashion_root}",
+                f"dataset.cache_dir={tmp_path}/c",
+                "epochs=3",
+                "energy=zeus",
+                "energy.idle_seconds=0",
+            ],
+        )
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(tmp_path / "out")
         cfg.hydra.runtime.cwd = str(tmp_path)

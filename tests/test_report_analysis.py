@@ -9,8 +9,19 @@ from greenai.run_rows import TrialRow
 
 
 def row(round_, acc, energy, state="finished", conv=None, relu=None):
-    return TrialRow(f"r{round_}", f"run{round_}", round_, state, "FINISHED", acc, energy, 1.0, "measured",
-                    conv_layers=conv, relu=relu)
+    return TrialRow(
+        f"r{round_}",
+        f"run{round_}",
+        round_,
+        state,
+        "FINISHED",
+        acc,
+        energy,
+        1.0,
+        "measured",
+        conv_layers=conv,
+        relu=relu,
+    )
 
 
 def test_convergence_counts_failed_rounds_and_their_energy():

@@ -16,8 +16,14 @@ pytestmark = pytest.mark.slow
 
 
 def greenai_in(work: Path, module: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", f"greenai.{module}", *args], cwd=work, capture_output=True, text=True,
-                          timeout=900, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", f"greenai.{module}", *args],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
@@ -29,10 +35,27 @@ def store(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("report")
     data = write_fashion(work / "data", train=300, test=100)
     tiny = tiny_args(data, work / "cache")
-    greenai_in(work, "train", "-m", "searcher=random", "conv_layers=range(1,3)", "linear_layers=range(3,5)",
-               "relu=choice(true,false)", "hydra.sweeper.n_trials=8", *tiny)
-    greenai_in(work, "train", "-m", "searcher=tpe", "lr=interval(1e-4,1e-2)", "beta1=interval(0.5,0.95)",
-               "hydra.sweeper.n_trials=5", *tiny)
+    greenai_in(
+        work,
+        "train",
+        "-m",
+        "searcher=random",
+        "conv_layers=range(1,3)",
+        "linear_layers=range(3,5)",
+        "relu=choice(true,false)",
+        "hydra.sweeper.n_trials=8",
+        *tiny,
+    )
+    greenai_in(
+        work,
+        "train",
+        "-m",
+        "searcher=tpe",
+        "lr=interval(1e-4,1e-2)",
+        "beta1=interval(0.5,0.95)",
+        "hydra.sweeper.n_trials=5",
+        *tiny,
+    )
     greenai_in(work, "report")
     return work
 
@@ -57,8 +80,10 @@ def test_convergence_rounds_match_the_runs(store):
     rows = {r[3]: r for r in table_rows(report_text(store), "| model | dataset | space | searcher")}
     assert set(rows) == {"random", "tpe"}
     for sweep in sweep_runs(runs):
-        children = sorted((r for r in trial_runs(runs) if r.data.tags["mlflow.parentRunId"] == sweep.info.run_id),
-                          key=lambda r: int(r.data.tags["greenai.round"]))
+        children = sorted(
+            (r for r in trial_runs(runs) if r.data.tags["mlflow.parentRunId"] == sweep.info.run_id),
+            key=lambda r: int(r.data.tags["greenai.round"]),
+        )
         best = max(r.data.metrics["accuracy"] for r in children)
         first = next(int(r.data.tags["greenai.round"]) for r in children if r.data.metrics["accuracy"] == best)
         row = rows[sweep.data.tags["greenai.searcher"]]
@@ -73,8 +98,11 @@ def test_pareto_set_matches_the_runs(store):
         r.info.run_name + r.data.tags["greenai.round"]: (r.data.metrics["accuracy"], r.data.metrics["energy_j"])
         for r in runs
     }
-    front = {k for k, (a, e) in points.items()
-             if not any(a2 >= a and e2 <= e and (a2, e2) != (a, e) for a2, e2 in points.values())}
+    front = {
+        k
+        for k, (a, e) in points.items()
+        if not any(a2 >= a and e2 <= e and (a2, e2) != (a, e) for a2, e2 in points.values())
+    }
     listed = {r[0] + r[1] for r in table_rows(report_text(store), "| run | round | accuracy | energy |")}
     assert listed == front
 

@@ -88,7 +88,10 @@ def test_trials_whose_energy_covers_different_devices_are_said_so_before_any_fig
     text = document.build(run_set(rows), ReportSettings(), tmp_path).markdown
     assert "covers different devices**: gpu (2 trials), gpu+cpu+dram (1 trials)" in text
     assert text.index("covers different devices") < text.index("## Summary")
-    same = [trial(1, 0.8, 700.0, tags={"energy_components": "gpu"}), trial(2, 0.7, 710.0, tags={"energy_components": "gpu"})]
+    same = [
+        trial(1, 0.8, 700.0, tags={"energy_components": "gpu"}),
+        trial(2, 0.7, 710.0, tags={"energy_components": "gpu"}),
+    ]
     assert "covers different devices" not in document.build(run_set(same), ReportSettings(), tmp_path / "b").markdown
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from greenai.reachability import check_reachable
 from greenai.errors import ConfigError
+from greenai.reachability import check_reachable
 from greenai.stores import StoreURL
 
 
@@ -83,7 +83,9 @@ def test_an_unwritable_store_folder_is_one_line_naming_the_key(tmp_path):
 def test_an_unreachable_server_is_one_line_naming_the_key():
     with pytest.raises(ConfigError, match=r"^tracking.uri=http://127.0.0.1:9/: MLflow server not reachable"):
         check_reachable("http://127.0.0.1:9/", "tracking.uri")
-    with pytest.raises(ConfigError, match=r"^sweep.storage=postgresql://u:\*\*\*@127.0.0.1:9/x: database not reachable"):
+    with pytest.raises(
+        ConfigError, match=r"^sweep.storage=postgresql://u:\*\*\*@127.0.0.1:9/x: database not reachable"
+    ):
         check_reachable("postgresql://u:pw@127.0.0.1:9/x", "sweep.storage")
 
 

@@ -20,8 +20,14 @@ def test_progress_totals_count_every_ended_trial_once_even_from_many_writers(tmp
     folder = SweepFolder(tmp_path)
 
     def trial(i: int) -> None:
-        folder.add_progress({"round": i, "state": "finished" if i % 3 else "failed",
-                             "accuracy": i / 100 if i % 3 else math.nan, "energy_j": 10.0})
+        folder.add_progress(
+            {
+                "round": i,
+                "state": "finished" if i % 3 else "failed",
+                "accuracy": i / 100 if i % 3 else math.nan,
+                "energy_j": 10.0,
+            }
+        )
 
     threads = [threading.Thread(target=trial, args=(i,)) for i in range(1, 13)]
     for t in threads:

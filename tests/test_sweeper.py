@@ -57,8 +57,11 @@ def test_an_inverted_range_is_one_line_naming_it(capsys):
 @pytest.mark.parametrize("key", ["storage", "study_name"])
 def test_the_plugins_own_storage_keys_are_refused_rather_than_split_the_sweep(key, capsys, tmp_path):
     with initialize_config_dir(config_dir=CONF_DIR):
-        cfg = compose(config_name="config", return_hydra_config=True,
-                      overrides=["searcher=random", "space=paper3", f"hydra.sweeper.{key}=other"])
+        cfg = compose(
+            config_name="config",
+            return_hydra_config=True,
+            overrides=["searcher=random", "space=paper3", f"hydra.sweeper.{key}=other"],
+        )
     with pytest.raises(SystemExit):
         check_sweep(cfg)
     err = capsys.readouterr().err
@@ -100,8 +103,9 @@ def test_a_trial_whose_job_stopped_beating_is_failed_and_its_point_queued_again(
     s = study(tmp_path, grace=1)
     trial = s.study.ask({"lr": FloatDistribution(1e-5, 1e-1)})
     trial.set_user_attr(names.OWNER_ATTR, "another-host:123")  # liveness unknown from here
-    s.storage.record_heartbeat(s.storage.get_trial_id_from_study_id_trial_number(
-        s.storage.get_study_id_from_name("s"), trial.number))
+    s.storage.record_heartbeat(
+        s.storage.get_trial_id_from_study_id_trial_number(s.storage.get_study_id_from_name("s"), trial.number)
+    )
     s.recover_interrupted({"lr"})
     assert s.frozen(trial.number).state == TrialState.RUNNING, "a fresh heartbeat: still alive"
     time.sleep(2.2)

@@ -37,8 +37,15 @@ def test_each_searcher_runs_its_trials_and_records_them(greenai, tiny, searcher)
 
 def test_grid_covers_its_grid_once(greenai, tiny):
     # 2 lr choices x 2 evenly spaced beta1 values (upper bound left out) = 4 points, asked for 10.
-    greenai("-m", "searcher=grid", "lr=choice(0.001,0.01)", "beta1=interval(0.5,0.9)", "hydra.sweeper.grid_points=2",
-            "hydra.sweeper.n_trials=10", *tiny)
+    greenai(
+        "-m",
+        "searcher=grid",
+        "lr=choice(0.001,0.01)",
+        "beta1=interval(0.5,0.9)",
+        "hydra.sweeper.grid_points=2",
+        "hydra.sweeper.n_trials=10",
+        *tiny,
+    )
     points = [(t.params["lr"], round(t.params["beta1"], 9)) for t in complete(optuna_trials(greenai.cwd))]
     assert sorted(points) == [(0.001, 0.5), (0.001, 0.7), (0.01, 0.5), (0.01, 0.7)]
 
@@ -48,8 +55,16 @@ def test_same_seed_same_trials_other_seed_other_trials(greenai, tiny, tmp_path):
         # A storage of its own per call: the same command on the same storage would resume.
         work = tmp_path / f"w{seed}-{time.monotonic_ns()}"
         work.mkdir()
-        greenai("-m", "searcher=random", "space=paper5", "hydra.sweeper.n_trials=3", f"seed={seed}",
-                "tracking.experiment=seeded", f"sweep.storage=sqlite:///{work / 'optuna.db'}", *tiny)
+        greenai(
+            "-m",
+            "searcher=random",
+            "space=paper5",
+            "hydra.sweeper.n_trials=3",
+            f"seed={seed}",
+            "tracking.experiment=seeded",
+            f"sweep.storage=sqlite:///{work / 'optuna.db'}",
+            *tiny,
+        )
         return [t.params for t in sorted(complete(optuna_trials(work)), key=lambda t: t.number)]
 
     assert sampled(1234) == sampled(1234)
@@ -63,7 +78,8 @@ def test_two_objective_pareto_set_is_non_dominated_among_the_runs(greenai, tiny)
     expected = {trials[i].info.run_id for i in pareto_front(points)}
     # Independently: a run is on the front if no other run is at least as good in both, better in one.
     brute = {
-        r.info.run_id for r, (a, e) in zip(trials, points)
+        r.info.run_id
+        for r, (a, e) in zip(trials, points, strict=True)
         if not any(a2 >= a and e2 <= e and (a2, e2) != (a, e) for a2, e2 in points)
     }
     assert expected == brute
@@ -76,8 +92,16 @@ def test_two_objective_pareto_set_is_non_dominated_among_the_runs(greenai, tiny)
 
 
 def test_a_killed_sweep_resumes_to_exactly_n_trials(greenai, fashion_root, tmp_path):
-    args = ["-m", "searcher=random", "space=paper3", "hydra.sweeper.n_trials=5", "epochs=3", "batch_size=16",
-            f"dataset.root={fashion_root}", f"dataset.cache_dir={tmp_path / 'cache'}"]
+    args = [
+        "-m",
+        "searcher=random",
+        "space=paper3",
+        "hydra.sweeper.n_trials=5",
+        "epochs=3",
+        "batch_size=16",
+        f"dataset.root={fashion_root}",
+        f"dataset.cache_dir={tmp_path / 'cache'}",
+    ]
     log = tmp_path / "first.log"
     proc = greenai.start(*args, log=log)
     deadline = time.monotonic() + 300
@@ -100,8 +124,15 @@ def test_a_killed_sweep_resumes_to_exactly_n_trials(greenai, fashion_root, tmp_p
 
 def test_a_failing_trial_is_recorded_failed_and_the_sweep_goes_on(greenai, tiny):
     # lr=1e30 makes the loss NaN: that trial fails; the other grid points still run.
-    proc = greenai("-m", "searcher=grid", "lr=choice(0.001,1e30,0.002)", "hydra.sweeper.n_trials=3", "epochs=3",
-                   *tiny[:2], "batch_size=32")
+    proc = greenai(
+        "-m",
+        "searcher=grid",
+        "lr=choice(0.001,1e30,0.002)",
+        "hydra.sweeper.n_trials=3",
+        "epochs=3",
+        *tiny[:2],
+        "batch_size=32",
+    )
     assert "every grid point has been tried" in proc.stdout + proc.stderr
     trials = optuna_trials(greenai.cwd)
     assert Counter(t.state.name for t in trials) == {"COMPLETE": 2, "FAIL": 1}
@@ -113,9 +144,14 @@ def test_a_failing_trial_is_recorded_failed_and_the_sweep_goes_on(greenai, tiny)
     assert sweep.data.metrics["sweep_trials_failed"] == 1 and sweep.info.status == "FINISHED"
 
 
-@pytest.mark.parametrize("launcher", [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2"],
-                                      ["hydra/launcher=submitit_local"],
-                                      ["hydra/launcher=packed", "sweep.trials_per_gpu=2"]])
+@pytest.mark.parametrize(
+    "launcher",
+    [
+        ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2"],
+        ["hydra/launcher=submitit_local"],
+        ["hydra/launcher=packed", "sweep.trials_per_gpu=2"],
+    ],
+)
 def test_parallel_launchers_record_every_trial(greenai, tiny, launcher):
     greenai("-m", "searcher=random", "space=paper3", "hydra.sweeper.n_trials=4", *launcher, *tiny, timeout=900)
     assert len(complete(optuna_trials(greenai.cwd))) == 4

@@ -24,7 +24,12 @@ def ended(uri, body):
     except BaseException:
         pass
     got = tracking.client(uri).get_run(run_id["id"])
-    return got.info.status, got.data.tags.get(names.TRIAL_STATE), got.data.tags.get(names.FAILURE_REASON), got.data.metrics
+    return (
+        got.info.status,
+        got.data.tags.get(names.TRIAL_STATE),
+        got.data.tags.get(names.FAILURE_REASON),
+        got.data.metrics,
+    )
 
 
 def test_a_trial_that_returns_is_finished(uri):
@@ -78,7 +83,9 @@ def test_children_are_found_under_their_parent(uri):
 )
 def test_redact_hides_passwords(url, safe):
     assert redaction.redact(url) == safe
-    assert "s3cret" not in redaction.redact_text(f"storage: {url}\nother: 1") and "pw@" not in redaction.redact_text(url)
+    assert "s3cret" not in redaction.redact_text(f"storage: {url}\nother: 1") and "pw@" not in redaction.redact_text(
+        url
+    )
 
 
 def test_relative_sqlite_paths_are_taken_from_the_launch_folder(tmp_path):
@@ -109,7 +116,9 @@ def test_params_hide_passwords_in_store_urls():
 
     from greenai.trial_record import flat_params
 
-    cfg = OmegaConf.create({"tracking": {"uri": "postgresql://u:pw@db/m"}, "sweep": {"storage": "mysql://v:pw2@db/o"}, "lr": 0.1})
+    cfg = OmegaConf.create(
+        {"tracking": {"uri": "postgresql://u:pw@db/m"}, "sweep": {"storage": "mysql://v:pw2@db/o"}, "lr": 0.1}
+    )
     flat = flat_params(cfg)
     assert flat["tracking.uri"] == "postgresql://u:***@db/m" and flat["sweep.storage"] == "mysql://v:***@db/o"
 
@@ -141,8 +150,12 @@ def test_a_run_a_dead_process_left_running_is_closed_killed_when_the_store_is_ne
 
     mlflow = tracking.client(uri)
     dead = tracking.create_run(mlflow, "exp", "orphan", {names.OWNER: f"{socket.gethostname()}:999999"})
-    alive = tracking.create_run(mlflow, "exp", "live", {names.OWNER: f"{socket.gethostname()}:{__import__('os').getpid()}"})
-    swept = tracking.create_run(mlflow, "exp", "sweep child", {names.OWNER: f"{socket.gethostname()}:999999", names.TRIAL_NUMBER: 3})
+    alive = tracking.create_run(
+        mlflow, "exp", "live", {names.OWNER: f"{socket.gethostname()}:{__import__('os').getpid()}"}
+    )
+    swept = tracking.create_run(
+        mlflow, "exp", "sweep child", {names.OWNER: f"{socket.gethostname()}:999999", names.TRIAL_NUMBER: 3}
+    )
     assert tracking.close_dead_runs(mlflow) == 1
     run = mlflow.get_run(dead.run_id)
     assert run.info.status == "KILLED" and run.data.tags[names.TRIAL_STATE] == "killed"

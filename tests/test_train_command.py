@@ -42,7 +42,9 @@ def test_title_command_runs_three_trials_one_per_conv_depth(greenai, tiny):
 def test_a_single_run_logs_config_and_tags(greenai, tiny):
     greenai("lr=0.002", "beta2=0.95", *tiny)
     (run,) = mlflow_runs(greenai.cwd)
-    assert run.info.status == "FINISHED" and run.data.params["adam.beta2"] == "0.95" and run.data.params["lr"] == "0.002"
+    assert (
+        run.info.status == "FINISHED" and run.data.params["adam.beta2"] == "0.95" and run.data.params["lr"] == "0.002"
+    )
     assert run.data.tags["versions.torch"] and run.data.tags["hydra.output_dir"]
     from mlflow import MlflowClient
 
@@ -55,12 +57,19 @@ def test_a_single_run_logs_config_and_tags(greenai, tiny):
     [
         (["conv_layers=5"], "greenai: error: conv_layers=5: simplecnn on 28x28 images takes 1 to 4"),
         (["-m", "conv_layers=1,5"], "greenai: error: conv_layers=5: simplecnn on 28x28 images takes 1 to 4"),
-        (["dataset.root=/nonexistent/data"], "greenai: error: dataset.root=/nonexistent/data: no Fashion-MNIST IDX files there"),
+        (
+            ["dataset.root=/nonexistent/data"],
+            "greenai: error: dataset.root=/nonexistent/data: no Fashion-MNIST IDX files there",
+        ),
         (["beta1=1.0"], "greenai: error: beta1=1.0: must be in [0, 1)"),
     ],
 )
 def test_bad_input_is_one_line_nonzero_exit_and_no_results(greenai, tiny, args, message):
-    proc = greenai(*[a for a in tiny if not (a.startswith("dataset.root") and any(x.startswith("dataset.root") for x in args))], *args, check=False)
+    proc = greenai(
+        *[a for a in tiny if not (a.startswith("dataset.root") and any(x.startswith("dataset.root") for x in args))],
+        *args,
+        check=False,
+    )
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("greenai: error:")]
     assert len(errors) == 1 and errors[0].startswith(message), proc.stderr
@@ -77,8 +86,16 @@ def test_a_diverging_run_is_failed_in_mlflow_with_its_reason(greenai, tiny):
 
 
 def test_genuine_fashion_mnist_learns_well_above_chance(greenai, tmp_path):
-    assert Path("/usr/share/datasets/fashion-mnist").is_dir(), "needs Debian's dataset-fashion-mnist (installed by .ci/run)"
-    greenai("epochs=2", "batch_size=64", "dataset.train_size=4000", "dataset.test_size=2000", f"dataset.cache_dir={tmp_path / 'cache'}")
+    assert Path("/usr/share/datasets/fashion-mnist").is_dir(), (
+        "needs Debian's dataset-fashion-mnist (installed by .ci/run)"
+    )
+    greenai(
+        "epochs=2",
+        "batch_size=64",
+        "dataset.train_size=4000",
+        "dataset.test_size=2000",
+        f"dataset.cache_dir={tmp_path / 'cache'}",
+    )
     (run,) = mlflow_runs(greenai.cwd)
     assert run.data.tags["dataset_files"] == "/usr/share/datasets/fashion-mnist"
     assert run.data.metrics["accuracy"] >= 0.75

@@ -16,7 +16,10 @@ from greenai.trial import TrialFigures, run_repeats
 
 def trial(fashion_root, tmp_path, *overrides: str):
     with initialize_config_dir(config_dir=CONF_DIR):
-        cfg = compose(config_name="config", overrides=[f"dataset.root={fashion_root}", f"dataset.cache_dir={tmp_path}/c", *overrides])
+        cfg = compose(
+            config_name="config",
+            overrides=[f"dataset.root={fashion_root}", f"dataset.cache_dir={tmp_path}/c", *overrides],
+        )
     config, spec = check_job(cfg)
     data._LOADED.clear()
     dataset = data.load(config.dataset, torch.device("cpu"))
@@ -26,15 +29,29 @@ def trial(fashion_root, tmp_path, *overrides: str):
     def on_optimizer(values):
         seen["optimizer"] = values
 
-    run_repeats(config, spec, dataset, EstimateMeter(10.0), figures, lambda step, r: seen["epochs"].append((step, r)), on_optimizer)
+    run_repeats(
+        config,
+        spec,
+        dataset,
+        EstimateMeter(10.0),
+        figures,
+        lambda step, r: seen["epochs"].append((step, r)),
+        on_optimizer,
+    )
     return figures, seen
 
 
 def test_every_tuned_hyperparameter_reaches_the_optimiser(fashion_root, tmp_path):
     # The original study read beta2 from the wrong level and never applied it.
-    _, seen = trial(fashion_root, tmp_path, "epochs=1", "lr=0.0123", "beta1=0.71", "beta2=0.923", "eps=3e-7", "weight_decay=0.045")
+    _, seen = trial(
+        fashion_root, tmp_path, "epochs=1", "lr=0.0123", "beta1=0.71", "beta2=0.923", "eps=3e-7", "weight_decay=0.045"
+    )
     assert seen["optimizer"] == {
-        "adam.lr": 0.0123, "adam.beta1": 0.71, "adam.beta2": 0.923, "adam.eps": 3e-7, "adam.weight_decay": 0.045,
+        "adam.lr": 0.0123,
+        "adam.beta1": 0.71,
+        "adam.beta2": 0.923,
+        "adam.eps": 3e-7,
+        "adam.weight_decay": 0.045,
     }
 
 
@@ -87,7 +104,10 @@ def test_progress_line_names_epoch_loss_accuracy_and_joules(fashion_root, tmp_pa
 
 def test_energy_off_leaves_energy_figures_empty(fashion_root, tmp_path):
     with initialize_config_dir(config_dir=CONF_DIR):
-        cfg = compose(config_name="config", overrides=[f"dataset.root={fashion_root}", f"dataset.cache_dir={tmp_path}/c", "epochs=1"])
+        cfg = compose(
+            config_name="config",
+            overrides=[f"dataset.root={fashion_root}", f"dataset.cache_dir={tmp_path}/c", "epochs=1"],
+        )
     config, spec = check_job(cfg)
     dataset = data.load(config.dataset, torch.device("cpu"))
     figures = TrialFigures(train_images=len(dataset.y_train))

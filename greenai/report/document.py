@@ -31,8 +31,10 @@ def energy_banner(label: EnergyLabel) -> str:
     covers = ""
     if label.components:
         kinds = ", ".join(f"{kind} ({count} trials)" for kind, count in label.components)
-        covers = (f"> **These trials' energy covers different devices**: {kinds} (the `energy_components` tag). "
-                  "Totals that add them up mix what was measured; compare trials of one kind with each other.\n\n")
+        covers = (
+            f"> **These trials' energy covers different devices**: {kinds} (the `energy_components` tag). "
+            "Totals that add them up mix what was measured; compare trials of one kind with each other.\n\n"
+        )
     return covers + _source_banner(label)
 
 

@@ -43,7 +43,9 @@ class FusedLauncherConf:
 
 
 def register() -> None:
-    ConfigStore.instance().store(group="hydra/launcher", name="fused", node=FusedLauncherConf, provider="greenai", replace=True)
+    ConfigStore.instance().store(
+        group="hydra/launcher", name="fused", node=FusedLauncherConf, provider="greenai", replace=True
+    )
 
 
 def prepare_trial(cfg: DictConfig) -> Any:
@@ -73,21 +75,31 @@ class FusedLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         assert self.config is not None and self.hydra_context is not None
         setup_globals()
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose,
-                      execution_whitelist=self.hydra_context.execution_whitelist)
+        configure_log(
+            self.config.hydra.hydra_logging,
+            self.config.hydra.verbose,
+            execution_whitelist=self.hydra_context.execution_whitelist,
+        )
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         log.info("Launching %d jobs fused", len(job_overrides))
-        returns = [self._prepare(initial_job_idx + i, overrides, first=i == 0) for i, overrides in enumerate(job_overrides)]
+        returns = [
+            self._prepare(initial_job_idx + i, overrides, first=i == 0) for i, overrides in enumerate(job_overrides)
+        ]
         from greenai.trial_runner import run_alone, run_fused
 
         ready = [i for i, r in enumerate(returns) if r.status is JobStatus.COMPLETED]
         trials = [returns[i].return_value for i in ready]
         for group in self._groups(trials):
-            outcomes = run_fused([trials[g] for g in group]) if trials[group[0]].setup.fused else [run_alone(trials[group[0]])]
+            outcomes = (
+                run_fused([trials[g] for g in group]) if trials[group[0]].setup.fused else [run_alone(trials[group[0]])]
+            )
             for g, outcome in zip(group, outcomes, strict=True):
                 _settle(returns[ready[g]], outcome)
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose,
-                      execution_whitelist=self.hydra_context.execution_whitelist)
+        configure_log(
+            self.config.hydra.hydra_logging,
+            self.config.hydra.verbose,
+            execution_whitelist=self.hydra_context.execution_whitelist,
+        )
         return returns
 
     def _prepare(self, number: int, overrides: Sequence[str], first: bool) -> JobReturn:
@@ -98,8 +110,14 @@ class FusedLauncher(Launcher):
             config.hydra.job.id = str(number)
             config.hydra.job.num = number
         # Job logging is set up once per batch: the batch's jobs then train together.
-        return run_job(hydra_context=self.hydra_context, task_function=prepare_trial, config=config,
-                       job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir", configure_logging=first)
+        return run_job(
+            hydra_context=self.hydra_context,
+            task_function=prepare_trial,
+            config=config,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+            configure_logging=first,
+        )
 
     def _compose(self, overrides: list[str]) -> DictConfig:
         """The job's config. Hydra composes the first job of each shape (the same override keys);
@@ -127,7 +145,10 @@ class FusedLauncher(Launcher):
         from greenai import fusion
 
         fused = [i for i, t in enumerate(trials) if t.setup.fused]
-        groups = [[fused[g] for g in group] for group in fusion.group_for_fusion([trials[i].setup.config for i in fused], self.max_group)]
+        groups = [
+            [fused[g] for g in group]
+            for group in fusion.group_for_fusion([trials[i].setup.config for i in fused], self.max_group)
+        ]
         return groups + [[i] for i, t in enumerate(trials) if not t.setup.fused]
 
 

@@ -38,11 +38,28 @@ from greenai.sweep_folder import SweepFolder
 from greenai.trial import TrialFigures, epoch_metrics
 
 log = logging.getLogger(__name__)
-RULE = ("each interval between counter readings split equally among the trials active in it; "
-        "intervals with no trial active are the batch's overhead")
-ENERGY_METRICS = ("energy_j", "train_energy_j", "eval_energy_j", "gpu_energy_j", "cpu_energy_j", "energy_per_train_sample_j",
-                  "net_energy_j", "train_net_energy_j", "idle_power_w")
-EPOCH_ENERGY_METRICS = ("epoch_energy_j", "epoch_gpu_energy_j", "epoch_cpu_energy_j", "eval_energy_j_epoch", "epoch_net_energy_j")
+RULE = (
+    "each interval between counter readings split equally among the trials active in it; "
+    "intervals with no trial active are the batch's overhead"
+)
+ENERGY_METRICS = (
+    "energy_j",
+    "train_energy_j",
+    "eval_energy_j",
+    "gpu_energy_j",
+    "cpu_energy_j",
+    "energy_per_train_sample_j",
+    "net_energy_j",
+    "train_net_energy_j",
+    "idle_power_w",
+)
+EPOCH_ENERGY_METRICS = (
+    "epoch_energy_j",
+    "epoch_gpu_energy_j",
+    "epoch_cpu_energy_j",
+    "eval_energy_j_epoch",
+    "epoch_net_energy_j",
+)
 
 
 def packed(config: DictConfig) -> bool:
@@ -58,7 +75,9 @@ class TimelineMeter:
     def __init__(self, counters: ZeusCounters, folder: SweepFolder, trial_number: int, device: torch.device) -> None:
         self.counters, self.folder, self.trial_number, self.device = counters, folder, trial_number, device
         self.components = "+".join(counters.components)
-        self.description = f"packed: {self.components} counters shared with the batch's trials, attributed after the batch"
+        self.description = (
+            f"packed: {self.components} counters shared with the batch's trials, attributed after the batch"
+        )
         self._count: dict[str, int] = {}
         self._started: dict[str, Reading] = {}
 
@@ -69,8 +88,10 @@ class TimelineMeter:
     def _read(self, event: str, name: str) -> Reading:
         torch.cuda.synchronize(self.device)  # the window holds the GPU work queued inside it
         reading = self.counters.read()
-        self.folder.append_timeline(self.trial_number, {"event": event, "window": name, "n": self._count.get(name, 0),
-                                                        "t": reading.time, "j": reading.joules})
+        self.folder.append_timeline(
+            self.trial_number,
+            {"event": event, "window": name, "n": self._count.get(name, 0), "t": reading.time, "j": reading.joules},
+        )
         return reading
 
     def begin(self, name: str) -> None:
@@ -82,8 +103,9 @@ class TimelineMeter:
         return Measurement(ended.time - self._started.pop(name).time, None, None, Source.attributed)
 
 
-def timeline_meter(config: DictConfig, folder: SweepFolder | None, trial_number: int | None,
-                   device: torch.device) -> TimelineMeter | None:
+def timeline_meter(
+    config: DictConfig, folder: SweepFolder | None, trial_number: int | None, device: torch.device
+) -> TimelineMeter | None:
     """The meter of a packed trial, or None where the trial is not packed or has no counters."""
     if folder is None or trial_number is None or not packed(config) or device.type != "cuda":
         return None
@@ -92,16 +114,26 @@ def timeline_meter(config: DictConfig, folder: SweepFolder | None, trial_number:
     try:
         return TimelineMeter(ZeusCounters(gpu_index(device)), folder, trial_number, device)
     except EnergyError as exc:
-        log.warning("trials_per_gpu=%s: cannot read the GPU's counters (%s); each trial measures alone, overlapping",
-                    config.sweep.trials_per_gpu, exc)
+        log.warning(
+            "trials_per_gpu=%s: cannot read the GPU's counters (%s); each trial measures alone, overlapping",
+            config.sweep.trials_per_gpu,
+            exc,
+        )
         return None
 
 
 class BatchEnergy:
     """The sweeper's side: counter readings at each batch's ends, attribution when it ends."""
 
-    def __init__(self, trials_per_gpu: int, counters: ZeusCounters | None, folder: SweepFolder, tracking_store: StoreURL) -> None:
-        self.trials_per_gpu, self.counters, self.folder, self.tracking_store = trials_per_gpu, counters, folder, tracking_store
+    def __init__(
+        self, trials_per_gpu: int, counters: ZeusCounters | None, folder: SweepFolder, tracking_store: StoreURL
+    ) -> None:
+        self.trials_per_gpu, self.counters, self.folder, self.tracking_store = (
+            trials_per_gpu,
+            counters,
+            folder,
+            tracking_store,
+        )
         self._begin: Reading | None = None
 
     @classmethod
@@ -129,11 +161,19 @@ class BatchEnergy:
             return {}
         ended = self.counters.read()
         timelines = {t.number: self.folder.timeline(t.number) for t in trials}
-        readings = [self._begin, ended] + [Reading(r["t"], r["j"]) for lines in timelines.values() for r in lines if "t" in r]
+        readings = [self._begin, ended] + [
+            Reading(r["t"], r["j"]) for lines in timelines.values() for r in lines if "t" in r
+        ]
         result = attribute(_windows(timelines), readings)
         batch_j, overhead_j = sum(result.total.joules.values()), sum(result.overhead.joules.values())
-        log.info("batch of %d packed trials: %.1f J over %.1f s; overhead (no trial active) %.1f J over %.1f s",
-                 len(trials), batch_j, ended.time - self._begin.time, overhead_j, result.overhead.seconds)
+        log.info(
+            "batch of %d packed trials: %.1f J over %.1f s; overhead (no trial active) %.1f J over %.1f s",
+            len(trials),
+            batch_j,
+            ended.time - self._begin.time,
+            overhead_j,
+            result.overhead.seconds,
+        )
         attributed = {}
         for number, lines in timelines.items():
             figures, per_epoch = _figures(number, lines, result.windows)
@@ -142,8 +182,16 @@ class BatchEnergy:
             self._record(study, number, final, per_epoch, batch_j, overhead_j, len(trials))
         return attributed
 
-    def _record(self, study: SweepStudy, number: int, final: dict[str, float | None], per_epoch: dict[int, dict[str, float | None]],
-                batch_j: float, overhead_j: float, size: int) -> None:
+    def _record(
+        self,
+        study: SweepStudy,
+        number: int,
+        final: dict[str, float | None],
+        per_epoch: dict[int, dict[str, float | None]],
+        batch_j: float,
+        overhead_j: float,
+        size: int,
+    ) -> None:
         frozen = study.frozen(number)
         if final.get("energy_j") is not None:
             figures = {k: v for k, v in final.items() if k in names.RECORDED_METRICS and v is not None}
@@ -169,7 +217,9 @@ def _windows(timelines: dict[int, list[dict[str, Any]]]) -> list[Window]:
     return windows
 
 
-def _figures(number: int, lines: list[dict[str, Any]], shares: dict[Hashable, Any]) -> tuple[TrialFigures, dict[int, dict[str, float | None]]]:
+def _figures(
+    number: int, lines: list[dict[str, Any]], shares: dict[Hashable, Any]
+) -> tuple[TrialFigures, dict[int, dict[str, float | None]]]:
     """The trial's energy figures from its attributed windows: the n-th train and eval windows
     are its n-th epoch (epochs counted across repeats)."""
     notes: dict[str, Any] = {}
@@ -195,5 +245,6 @@ def _figures(number: int, lines: list[dict[str, Any]], shares: dict[Hashable, An
 def _measurement(share: Any, seconds: float) -> Measurement:
     gpu = share.joules.get("gpu")
     cpu_parts = [share.joules[k] for k in ("cpu", "dram") if k in share.joules]
-    return Measurement(seconds, gpu, sum(cpu_parts) if cpu_parts else None, Source.attributed, charged_seconds=share.seconds)
-
+    return Measurement(
+        seconds, gpu, sum(cpu_parts) if cpu_parts else None, Source.attributed, charged_seconds=share.seconds
+    )

@@ -31,7 +31,6 @@ from greenai.owner import owner_alive, owner_id
 from greenai.preflight import check_jobs, job_override_lists
 from greenai.reachability import check_reachable
 from greenai.redaction import redact_logs, redact_text
-from greenai.sweep_totals import sweep_summary
 from greenai.run_rows import row_from_run
 from greenai.store_waits import StoreFull
 from greenai.stores import StoreURL
@@ -40,6 +39,7 @@ from greenai.sweep.study_link import Pruned
 from greenai.sweep.sweeper import check_sweep
 from greenai.sweep_folder import RESULTS, SweepFolder
 from greenai.sweep_identity import is_greenai_sweep, searcher_name, study_name
+from greenai.sweep_totals import sweep_summary
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,10 @@ class SweepRunCallback(Callback):
             stopped = folder_full("hydra.sweep.dir", Path(os.getcwd()) / str(config.hydra.sweep.dir), exc)
             if stopped is not None:  # the parent run's id or the idle power, written in the sweep folder
                 fail(stop_line(stopped, "sweep"), EXIT_STORE_FULL)
-            fail(f"tracking.uri={redact_text(str(config.tracking.uri))}: cannot open the sweep's MLflow run ({failure_reason(exc)})")
+            fail(
+                f"tracking.uri={redact_text(str(config.tracking.uri))}: "
+                f"cannot open the sweep's MLflow run ({failure_reason(exc)})"
+            )
 
     @staticmethod
     def _check(config: DictConfig) -> str | None:
@@ -77,7 +80,10 @@ class SweepRunCallback(Callback):
         if is_greenai_sweep(config):
             return ",".join(sorted(check_sweep(config).distributions))
         if config.sweep.pruner:
-            fail("pruner: pruning needs an Optuna searcher (searcher=grid|random|bayes|tpe); Hydra's plain sweep runs every job to the end")
+            fail(
+                "pruner: pruning needs an Optuna searcher (searcher=grid|random|bayes|tpe); "
+                "Hydra's plain sweep runs every job to the end"
+            )
         check_jobs(config, job_override_lists(config))
         return None
 
@@ -96,13 +102,17 @@ class SweepRunCallback(Callback):
         with store.lock(f"parent:{self.study}"):
             self.run = self._reopen(mlflow, config) or self._create(mlflow, config, search)
         self.folder.write_parent_run_id(self.run.run_id)
-        log.info("MLflow sweep run %s in %s (experiment %s)", self.run.run_id, store.redacted, config.tracking.experiment)
+        log.info(
+            "MLflow sweep run %s in %s (experiment %s)", self.run.run_id, store.redacted, config.tracking.experiment
+        )
 
     def _reopen(self, mlflow: Any, config: DictConfig) -> tracking.RunLogger | None:
         """A resumed study keeps one parent run: reopen it rather than start a duplicate."""
         if self.study is None:
             return None
-        previous = tracking.find_run(mlflow, str(config.tracking.experiment), {names.RUN_KIND: "sweep", names.STUDY: self.study})
+        previous = tracking.find_run(
+            mlflow, str(config.tracking.experiment), {names.RUN_KIND: "sweep", names.STUDY: self.study}
+        )
         if previous is None:
             return None
         mlflow.update_run(previous.info.run_id, status="RUNNING")
@@ -125,7 +135,9 @@ class SweepRunCallback(Callback):
             tags[names.STUDY] = self.study
             tags[names.SEARCH_SPACE] = search
         name = f"sweep-{self.study}" if self.study else f"sweep-{self.folder.path.parent.name}-{self.folder.path.name}"
-        return tracking.create_run(mlflow, str(config.tracking.experiment), name, {k: redact_text(str(v)) for k, v in tags.items()})
+        return tracking.create_run(
+            mlflow, str(config.tracking.experiment), name, {k: redact_text(str(v)) for k, v in tags.items()}
+        )
 
     def _measure_idle(self, config: DictConfig) -> None:
         """Idle power of this host, before the first trial starts: no job has loaded data or
@@ -143,7 +155,8 @@ class SweepRunCallback(Callback):
         """Trial runs a dead process left RUNNING are closed, never left running: FINISHED if
         their Optuna trial was told a result before the process died, else KILLED."""
         orphans = [
-            child for child in tracking.child_runs(run.mlflow, run.run_id)
+            child
+            for child in tracking.child_runs(run.mlflow, run.run_id)
             if child.info.status == "RUNNING" and owner_alive(child.data.tags.get(names.OWNER)) is False
         ]
         told = self._study_states() if orphans else {}
@@ -189,13 +202,21 @@ class SweepRunCallback(Callback):
         rows = [row_from_run(r) for r in children]
         two_objectives = len(config.objective.directions) > 1
         summary = sweep_summary(rows, two_objectives)
-        self.run.metrics({f"sweep_{k}": v for k, v in summary.items() if isinstance(v, (int, float)) and k != "best_round"})
+        self.run.metrics(
+            {f"sweep_{k}": v for k, v in summary.items() if isinstance(v, (int, float)) and k != "best_round"}
+        )
         if summary.get("best_round") is not None:
             self.run.metrics({"best_round": summary["best_round"]})
         sources = summary["energy_sources"]
-        components = sorted({c.data.tags[names.ENERGY_COMPONENTS] for c in children if names.ENERGY_COMPONENTS in c.data.tags})
-        self.run.tags({names.ENERGY_SOURCE: "+".join(sources) if sources else "off",
-                       names.ENERGY_COMPONENTS: " | ".join(components) or "none"})
+        components = sorted(
+            {c.data.tags[names.ENERGY_COMPONENTS] for c in children if names.ENERGY_COMPONENTS in c.data.tags}
+        )
+        self.run.tags(
+            {
+                names.ENERGY_SOURCE: "+".join(sources) if sources else "off",
+                names.ENERGY_COMPONENTS: " | ".join(components) or "none",
+            }
+        )
         self._log_idle()
         results = self.folder.results()
         if results is not None:
@@ -222,12 +243,19 @@ class SweepRunCallback(Callback):
         self.run.tags({names.PARETO_ROUNDS: ",".join(str(p["round"]) for p in pareto)})
         self.run.text(json.dumps(pareto, indent=2), "pareto.json")
         for point in pareto:
-            log.info("Pareto-optimal: round %s accuracy %.4f energy %.1f J", point["round"], point["accuracy"], point["energy_j"])
+            log.info(
+                "Pareto-optimal: round %s accuracy %.4f energy %.1f J",
+                point["round"],
+                point["accuracy"],
+                point["energy_j"],
+            )
 
 
 def _one_line(summary: dict[str, Any]) -> str:
-    parts = [f"{summary['trials']} trials ({summary['trials_finished']} finished, {summary['trials_pruned']} pruned, "
-             f"{summary['trials_failed']} failed, {summary['trials_killed']} killed)"]
+    parts = [
+        f"{summary['trials']} trials ({summary['trials_finished']} finished, {summary['trials_pruned']} pruned, "
+        f"{summary['trials_failed']} failed, {summary['trials_killed']} killed)"
+    ]
     if summary.get("energy_j") is not None:
         parts.append(f"energy {summary['energy_j']:.1f} J ({'+'.join(summary['energy_sources'])})")
     if "best_accuracy" in summary:

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from omegaconf import DictConfig, OmegaConf
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
-
-from greenai.errors import GreenAIError, fail
 
 # The Optuna sweeper plugin's parser of its own override syntax. It lives in the plugin's
 # private module, and there is no public one; this is greenai's only use of it.
 from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides  # noqa: I001
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+
+from greenai.errors import GreenAIError, fail
 
 # Overrides greenai's sweeper sets itself for every job.
 JOB_KEYS = ("sweep.trial_number", "sweep.study_name")
@@ -40,7 +40,9 @@ class SearchSpace:
     fixed: dict[str, Any]
     fixed_overrides: list[str]
 
-    def overrides(self, trial: optuna.trial.Trial, extend: Callable[[optuna.trial.Trial], None] | None = None) -> list[str]:
+    def overrides(
+        self, trial: optuna.trial.Trial, extend: Callable[[optuna.trial.Trial], None] | None = None
+    ) -> list[str]:
         """Sample `trial`'s point (Optuna's public suggest API; a queued point comes back as
         queued), let `hydra.sweeper.custom_search_space` add to it, and return the job's
         overrides."""
@@ -93,7 +95,11 @@ def grid_values(distribution: BaseDistribution, points: int) -> list[Any]:
 
 def half_open(distribution: BaseDistribution) -> BaseDistribution:
     """A continuous `interval(low, high)` searched as [low, high)."""
-    if isinstance(distribution, FloatDistribution) and distribution.step is None and distribution.low < distribution.high:
+    if (
+        isinstance(distribution, FloatDistribution)
+        and distribution.step is None
+        and distribution.low < distribution.high
+    ):
         high = math.nextafter(distribution.high, distribution.low)
         return FloatDistribution(distribution.low, high, log=distribution.log)
     return distribution
@@ -122,8 +128,10 @@ def parse_space(params_conf: list[str]) -> SearchSpace:
     for key in JOB_KEYS:
         fixed.pop(key, None)
     if not space:
-        fail("hydra.sweeper.params: the search space is empty; add space=paper3 (or paper5, rq2) "
-             "or sweep a parameter, e.g. lr='interval(1e-5,1e-1)'")
+        fail(
+            "hydra.sweeper.params: the search space is empty; add space=paper3 (or paper5, rq2) "
+            "or sweep a parameter, e.g. lr='interval(1e-5,1e-1)'"
+        )
     return SearchSpace({name: half_open(dist) for name, dist in space.items()}, fixed, list(fixed_overrides))
 
 

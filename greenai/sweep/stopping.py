@@ -45,5 +45,7 @@ class FailureBudget:
         return self.failures > self.max_failure_rate * self.n_trials
 
     def message(self) -> str:
-        return (f"{self.failures} trials failed, more than max_failure_rate={self.max_failure_rate} "
-                f"x n_trials={self.n_trials} allows")
+        return (
+            f"{self.failures} trials failed, more than max_failure_rate={self.max_failure_rate} "
+            f"x n_trials={self.n_trials} allows"
+        )

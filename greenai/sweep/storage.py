@@ -14,8 +14,10 @@ import contextlib
 import logging
 import warnings
 from collections.abc import Iterator
+
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+
 # Optuna's heartbeat interface; the module is Optuna's own, its class not re-exported.
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial
@@ -36,6 +38,8 @@ def deliberate_use() -> Iterator[None]:
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         yield
+
+
 # sqlite waits this long for another writer's lock before a call fails ("database is locked");
 # greenai.store_waits then says once that it waits, and tries again up to its busy budget
 # (GREENAI_STORE_BUSY_SECONDS, 120 s), so several workers can share one study file.

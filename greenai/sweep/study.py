@@ -40,12 +40,24 @@ def existing_trials(store: StoreURL, name: str, grace_seconds: int) -> int | Non
 
 
 class SweepStudy:
-    def __init__(self, store: StoreURL, name: str, sampler: optuna.samplers.BaseSampler,
-                 pruner: optuna.pruners.BasePruner | None, directions: list[str], grace_seconds: int) -> None:
+    def __init__(
+        self,
+        store: StoreURL,
+        name: str,
+        sampler: optuna.samplers.BaseSampler,
+        pruner: optuna.pruners.BasePruner | None,
+        directions: list[str],
+        grace_seconds: int,
+    ) -> None:
         self.store = store
         self.storage = make_storage(store, grace_seconds)
         self.study = optuna.create_study(
-            study_name=name, storage=self.storage, sampler=sampler, pruner=pruner, directions=directions, load_if_exists=True
+            study_name=name,
+            storage=self.storage,
+            sampler=sampler,
+            pruner=pruner,
+            directions=directions,
+            load_if_exists=True,
         )
         # optuna-dashboard and study.trials_dataframe() then say what each value is.
         metric_names = ["accuracy", "energy_j"][: len(directions)]
@@ -180,17 +192,25 @@ class SweepStudy:
 
     def results(self, n_trials: int, stop_reason: str) -> dict[str, Any]:
         """What the sweep found, for the sweep folder's results file and the console."""
-        counts = {state.name.lower(): self.count(state) for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+        counts = {
+            state.name.lower(): self.count(state) for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        }
         results: dict[str, Any] = {
-            "name": "optuna", "study_name": self.name, "storage": self.store.redacted, "n_trials": n_trials,
-            "trials": counts, "stop_reason": stop_reason,
+            "name": "optuna",
+            "study_name": self.name,
+            "storage": self.store.redacted,
+            "n_trials": n_trials,
+            "trials": counts,
+            "stop_reason": stop_reason,
         }
         if counts["complete"] and self.directions == 1:
             best = self.study.best_trial
             results.update(best_params=best.params, best_value=best.value, best_round=best.number + 1)
             log.info("best value %s at round %d: %s", best.value, best.number + 1, best.params)
         elif counts["complete"]:
-            results["solutions"] = [{"round": t.number + 1, "params": t.params, "values": t.values} for t in self.study.best_trials]
+            results["solutions"] = [
+                {"round": t.number + 1, "params": t.params, "values": t.values} for t in self.study.best_trials
+            ]
             for t in self.study.best_trials:
                 log.info("Pareto-optimal round %d: values %s, params %s", t.number + 1, t.values, t.params)
         return results

@@ -73,14 +73,22 @@ def _load_study(name: str, storage: BaseStorage, pruner: optuna.pruners.BasePrun
     of one study). A random sampler: the job samples nothing, and it keeps loading cheap."""
     key = (id(storage), name, repr(pruner.__dict__) if pruner is not None else "")
     if key not in _STUDIES:
-        _STUDIES[key] = optuna.load_study(study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler(), pruner=pruner)
+        _STUDIES[key] = optuna.load_study(
+            study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler(), pruner=pruner
+        )
     return _STUDIES[key]
 
 
 class StudyLink:
-    def __init__(self, trial: optuna.trial.Trial | None = None, storage: BaseStorage | None = None,
-                 storage_id: int | None = None, pruner_active: bool = False, defer_tell: bool = False,
-                 live_energy: bool = False) -> None:
+    def __init__(
+        self,
+        trial: optuna.trial.Trial | None = None,
+        storage: BaseStorage | None = None,
+        storage_id: int | None = None,
+        pruner_active: bool = False,
+        defer_tell: bool = False,
+        live_energy: bool = False,
+    ) -> None:
         self.trial = trial
         self.storage = storage
         self.storage_id = storage_id
@@ -103,11 +111,19 @@ class StudyLink:
         study = _load_study(sweep.study_name, storage, pruner)
         if storage.get_trial(storage_id).state.is_finished():
             # The sweeper gave this trial up (its launcher lost the job) before it started.
-            raise GreenAIError(f"sweep.trial_number={sweep.trial_number}: the trial was closed before its job started; not running it")
+            raise GreenAIError(
+                f"sweep.trial_number={sweep.trial_number}: the trial was closed before its job started; not running it"
+            )
         single_objective = len(study.directions) == 1
         trial = optuna.trial.Trial(study, storage_id)
-        link = cls(trial, storage, storage_id, pruner is not None and single_objective, defer_tell,
-                   live_energy=sweep.energy_budget_kj is not None)
+        link = cls(
+            trial,
+            storage,
+            storage_id,
+            pruner is not None and single_objective,
+            defer_tell,
+            live_energy=sweep.energy_budget_kj is not None,
+        )
         link.beat()
         return link
 
@@ -121,7 +137,11 @@ class StudyLink:
         self._set(names.JOB_OWNER_ATTR, owner_id())
 
     def beat(self) -> None:
-        if self.storage is None or self.storage_id is None or time.monotonic() - self._last_beat < HEARTBEAT_EVERY_SECONDS:
+        if (
+            self.storage is None
+            or self.storage_id is None
+            or time.monotonic() - self._last_beat < HEARTBEAT_EVERY_SECONDS
+        ):
             return
         record_heartbeat(self.storage, self.storage_id)
         self._last_beat = time.monotonic()

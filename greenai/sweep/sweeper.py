@@ -77,7 +77,9 @@ class GreenOptunaSweeperConf(OptunaSweeperConf):
 
 
 def register() -> None:
-    ConfigStore.instance().store(group="hydra/sweeper", name="greenai", node=GreenOptunaSweeperConf, provider="greenai", replace=True)
+    ConfigStore.instance().store(
+        group="hydra/sweeper", name="greenai", node=GreenOptunaSweeperConf, provider="greenai", replace=True
+    )
 
 
 def check_sweep(config: DictConfig) -> SearchSpace:
@@ -87,15 +89,27 @@ def check_sweep(config: DictConfig) -> SearchSpace:
     for key, expected in FROM_SWEEP_CONFIG.items():
         if raw.get(key) != expected:
             value = OmegaConf.select(config, f"hydra.sweeper.{key}")
-            fail(f"hydra.sweeper.{key}={value}: greenai's jobs read the study's {key} from sweep.{key}, so set "
-                 f"sweep.{key}={value} instead (one setting for the sweeper and every job)")
+            fail(
+                f"hydra.sweeper.{key}={value}: greenai's jobs read the study's {key} from sweep.{key}, so set "
+                f"sweep.{key}={value} instead (one setting for the sweeper and every job)"
+            )
     return check_space(config)
 
 
 class GreenOptunaSweeper(Sweeper):
-    def __init__(self, sampler: Any, direction: Any, storage: Any, study_name: Any, n_trials: int, n_jobs: int,
-                 max_failure_rate: float, custom_search_space: str | None, params: DictConfig | None,
-                 grid_points: int = 5) -> None:
+    def __init__(
+        self,
+        sampler: Any,
+        direction: Any,
+        storage: Any,
+        study_name: Any,
+        n_trials: int,
+        n_jobs: int,
+        max_failure_rate: float,
+        custom_search_space: str | None,
+        params: DictConfig | None,
+        grid_points: int = 5,
+    ) -> None:
         # The sampler stays a config until the study is opened (see _make_sampler).
         self.sampler_config, self.directions = sampler, direction
         self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
@@ -104,7 +118,9 @@ class GreenOptunaSweeper(Sweeper):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
-        self.launcher = Plugins.instance().instantiate_launcher(config=config, hydra_context=hydra_context, task_function=task_function)
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function
+        )
         self.store = StoreURL.parse(config.sweep.storage, config.hydra.runtime.cwd)
         self.folder = SweepFolder(config.hydra.sweep.dir)
 
@@ -121,7 +137,9 @@ class GreenOptunaSweeper(Sweeper):
         grid = str(config.get("_target_", "")).endswith("GridSampler")
         if trials_so_far is not None and config.get("seed") is not None and not grid:
             config.seed = (int(config.seed) + trials_so_far + 7919 * os.getpid()) % 2**32
-        sampler = instantiate(config, _execution_whitelist_=("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*"))
+        sampler = instantiate(
+            config, _execution_whitelist_=("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*")
+        )
         if not (isinstance(sampler, functools.partial) and sampler.func == optuna.samplers.GridSampler):
             return sampler
         grid = space.grid(self.grid_points)
@@ -189,7 +207,9 @@ class GreenOptunaSweeper(Sweeper):
             failures.add(self._run_batch(study, space, trials, batch_energy))
             self._log_progress(study)
             if failures.exceeded:
-                self._save(study, f"aborted: {failures.failures} failed trials exceed max_failure_rate={self.max_failure_rate}")
+                self._save(
+                    study, f"aborted: {failures.failures} failed trials exceed max_failure_rate={self.max_failure_rate}"
+                )
                 raise RuntimeError(failures.message())
         self._save(study, stop or "completed")
 
