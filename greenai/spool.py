@@ -490,6 +490,8 @@ class SpoolingClient:
         return result
 
     def _read(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        # A read cannot be kept for later: ask the server now rather than at the next probe.
+        self._next_probe = 0.0
         if not self._pending() or self._try_send():
             try:
                 result = getattr(self._inner, name)(*self._ids_view.translate(args), **self._ids_view.translate(kwargs))

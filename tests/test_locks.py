@@ -1,0 +1,38 @@
+"""Cross-process locks: a lock file held by one process keeps another out until released."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from greenai.locks import file_lock
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from greenai.locks import file_lock
+with file_lock(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(0.5)
+    Path(sys.argv[2]).write_text("done")  # the last thing it does while holding the lock
+"""
+
+
+def test_a_lock_file_held_by_another_process_is_waited_for(tmp_path):
+    path, done = tmp_path / "store.db.greenai-lock", tmp_path / "done"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(path), str(done)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with file_lock(path):
+        assert done.is_file(), "the lock was only had once the other process's block had ended"
+    assert holder.wait(timeout=30) == 0
+
+
+def test_a_lock_is_released_when_its_block_raises(tmp_path):
+    path = tmp_path / "x.greenai-lock"
+    try:
+        with file_lock(path):
+            raise RuntimeError("inside")
+    except RuntimeError:
+        pass
+    with file_lock(path):  # would block for ever if the first were still held
+        pass
