@@ -30,6 +30,13 @@ def check_job(cfg: DictConfig) -> tuple[TrainConfig, models.ArchitectureSpec]:
         raise ConfigError("objective", "accuracy_energy", "needs energy measured or estimated, not energy=off")
     if config.fuse:
         fusion.check_fusable(models.build(spec))
+        if config.sweep.trials_per_gpu > 1:
+            raise ConfigError(
+                "fuse",
+                True,
+                "packed trials (sweep.trials_per_gpu > 1) are attributed one by one; "
+                "use hydra/launcher=fused instead of packing them, or fuse=false",
+            )
     return config, spec
 
 

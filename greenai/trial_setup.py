@@ -14,7 +14,6 @@ from omegaconf import DictConfig
 from greenai import data, devices, models
 from greenai.config import TrainConfig
 from greenai.energy import Meter, make_meter
-from greenai.errors import ConfigError
 from greenai.idle import IdlePower, idle_power
 from greenai.job import JobContext
 from greenai.preflight import check_job
@@ -52,14 +51,7 @@ def fuses(config: TrainConfig, device: torch.device, packed: bool) -> bool:
     """`fuse=null` (auto): fused on a GPU, where one member leaves the device mostly idle; not
     on a CPU, where fusion roughly breaks even. Packed trials are attributed window by window
     and never fused."""
-    if packed:
-        if config.fuse:
-            raise ConfigError(
-                "fuse",
-                True,
-                "packed trials (sweep.trials_per_gpu > 1) are attributed one by one; "
-                "use hydra/launcher=fused instead of packing them, or fuse=false",
-            )
+    if packed:  # fuse=true with packing was refused before anything ran (preflight.check_job)
         return False
     return device.type == "cuda" if config.fuse is None else bool(config.fuse)
 

@@ -116,3 +116,9 @@ def test_mlflows_environment_variables_are_honoured_unless_overridden(monkeypatc
     assert (cfg.tracking.uri, cfg.tracking.experiment) == ("http://mlflow.example:5000", "team")
     cfg = to_typed(composed("tracking.uri=sqlite:///other.db"))
     assert (cfg.tracking.uri, cfg.tracking.experiment) == ("sqlite:///other.db", "team")
+
+
+def test_fusing_packed_trials_is_refused_before_anything_runs():
+    with pytest.raises(ConfigError, match=r"^fuse=True: packed trials .* use hydra/launcher=fused"):
+        check_job(composed("fuse=true", "sweep.trials_per_gpu=4"))
+    check_job(composed("fuse=false", "sweep.trials_per_gpu=4"))
