@@ -65,6 +65,15 @@ _NOISE = (
 )
 
 
+# Launchers that come with an extra of greenai's (pyproject.toml), by the plugin config they need.
+EXTRAS = {"joblib": "joblib", "submitit_local": "slurm", "submitit_slurm": "slurm"}
+
+
+def _extra_hint(option: str) -> str:
+    extra = EXTRAS.get(option)
+    return f" ({option} is Hydra's plugin: pip install 'greenai[{extra}]')" if extra else ""
+
+
 def one_line(exc: BaseException) -> str:
     """Hydra's and OmegaConf's multi-line messages about a command line, as one line that names
     the key, the value and what is allowed."""
@@ -74,7 +83,11 @@ def one_line(exc: BaseException) -> str:
         group, option = missing.groups()
         options = re.findall(r"^\t(\S+)$", text, flags=re.MULTILINE)
         allowed = f"choose one of {', '.join(options)}" if options else "no such option"
-        return f"{group}={option}: unknown {group}; {allowed}"
+        return f"{group}={option}: unknown {group}; {allowed}{_extra_hint(option)}"
+    needs = re.search(r"In '([^']+)/([^'/]+)': Could not load '[^']+/([^'/]+)'", text)
+    if needs:  # a ready launcher config whose plugin is not installed
+        group, option, base = needs.groups()
+        return f"{group}={option}: needs the {group} {base}, not installed here{_extra_hint(base)}"
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(_NOISE)]
     joined = " ".join(dict.fromkeys(lines))
     unknown_key = re.search(r"To append to your config use \+(\S+)", joined)
