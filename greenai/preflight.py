@@ -8,6 +8,7 @@ spent their energy. The dataset files are checked once per distinct dataset.
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 from hydra.core.global_hydra import GlobalHydra
@@ -29,7 +30,7 @@ def check_job(cfg: DictConfig) -> tuple[TrainConfig, models.ArchitectureSpec]:
     if config.objective.name is Objective.accuracy_energy and config.energy.backend is EnergyBackend.off:
         raise ConfigError("objective", "accuracy_energy", "needs energy measured or estimated, not energy=off")
     if config.fuse:
-        fusion.check_fusable(models.build(spec))
+        _check_fusable(spec)
         if config.sweep.trials_per_gpu > 1:
             raise ConfigError(
                 "fuse",
@@ -38,6 +39,12 @@ def check_job(cfg: DictConfig) -> tuple[TrainConfig, models.ArchitectureSpec]:
                 "use hydra/launcher=fused instead of packing them, or fuse=false",
             )
     return config, spec
+
+
+@functools.cache
+def _check_fusable(spec: models.ArchitectureSpec) -> None:
+    """Once per architecture and process: every job of a fused batch would build the same model."""
+    fusion.check_fusable(models.build(spec))
 
 
 def job_override_lists(config: DictConfig) -> list[list[str]]:

@@ -12,7 +12,6 @@ grouped apart, never refused.
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -106,7 +105,7 @@ class FusedLauncher(Launcher):
         log.info("\t#%d : %s", number, " ".join(filter_overrides(overrides)))
         assert self.config is not None and self.hydra_context is not None
         config = self._compose(list(overrides))
-        with open_dict(config):
+        with read_write(config.hydra), open_dict(config.hydra):  # run_job left it read-only
             config.hydra.job.id = str(number)
             config.hydra.job.num = number
         # Job logging is set up once per batch: the batch's jobs then train together.
@@ -122,22 +121,23 @@ class FusedLauncher(Launcher):
     def _compose(self, overrides: list[str]) -> DictConfig:
         """The job's config. Hydra composes the first job of each shape (the same override keys);
         a job that differs from it only in plain values (lr=..., seed=...; group choices the
-        same) gets a copy of it with its values set, which is what composing would give, at a
-        tenth of the cost: composition would otherwise be most of a fused trial's bookkeeping."""
+        same) gets that config again with its own values set, which is what composing would
+        give, at a tenth of the cost: composition would otherwise be most of a fused trial's
+        bookkeeping. Reusing one object is safe because run_job copies what a job keeps (its
+        config and Hydra's) before returning, and every key of the shape is set again here."""
         assert self.config is not None and self.hydra_context is not None
         parsed = OverridesParser.create().parse_overrides(overrides)
         shape = tuple(sorted(o.key_or_group for o in parsed))
         template = self._templates.get(shape)
         if template is not None and all(_plain_value(o, template) for o in parsed):
-            config = copy.deepcopy(template)
             for o in parsed:
                 if o.key_or_group not in template.hydra.runtime.choices:
-                    OmegaConf.update(config, o.key_or_group, o.value(), merge=False)
-            with read_write(config.hydra.overrides), open_dict(config.hydra.overrides):
-                config.hydra.overrides.task = overrides
-            return config
+                    OmegaConf.update(template, o.key_or_group, o.value(), merge=False)
+            with read_write(template.hydra), open_dict(template.hydra):
+                template.hydra.overrides.task = overrides
+            return template
         config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
-        self._templates[shape] = copy.deepcopy(config)
+        self._templates[shape] = config
         return config
 
     def _groups(self, trials: list[Any]) -> list[list[int]]:
