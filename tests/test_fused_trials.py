@@ -72,6 +72,9 @@ def test_an_optuna_batch_fused_with_members_pruned_out_of_their_group(greenai, t
     for trial in trials:
         run = by_number[trial.number]
         assert trial.user_attrs["mlflow_run_id"] == run.info.run_id, "each member: its own run, its own trial"
+        # Each member trained with its own trial's point (the launcher reuses one composed config).
+        for key in ("lr", "beta1", "beta2"):
+            assert float(run.data.params[f"adam.{key}"]) == pytest.approx(trial.params[key], rel=1e-6), key
         if trial.state.name == "PRUNED":
             assert run.data.tags["greenai.trial_state"] == "pruned" and energy_kept(run)
             assert run.data.metrics["epochs_run"] < 4, "a pruned member left its group early"
