@@ -1,4 +1,5 @@
-"""Shared by the benchmarks: run greenai commands in a scratch folder and read the stores."""
+"""Shared by the benchmarks: run greenai commands in a scratch folder, read the stores, and the
+Fashion-MNIST config they train on."""
 
 from __future__ import annotations
 
@@ -7,6 +8,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def fashion_mnist(cache_dir: str | Path, **fields: object):  # -> greenai.config.DatasetConfig
+    """Fashion-MNIST exactly as `dataset=fashion_mnist` configures it (conf/dataset/fashion_mnist.yaml,
+    normalisation included), with `cache_dir` and any other field (root, train_size, ...) set."""
+    from omegaconf import OmegaConf
+
+    from greenai.config import DatasetConfig
+
+    shipped = OmegaConf.load(REPO / "conf" / "dataset" / "fashion_mnist.yaml")
+    merged = OmegaConf.merge(OmegaConf.structured(DatasetConfig), shipped, {"cache_dir": str(cache_dir), **fields})
+    return OmegaConf.to_object(merged)
 
 
 def run(work: Path, *args: str, module: str = "train") -> float:

@@ -14,14 +14,13 @@ import tempfile
 import time
 
 import torch
+from _sweeps import fashion_mnist
 from torch import nn
 from torchvision import datasets, transforms
 
 from greenai import data, energy, models
-from greenai.config import DatasetConfig, DatasetName, EnergyConfig, ModelName
+from greenai.config import EnergyConfig, ModelName
 from greenai.loop import Hyperparameters, make_optimizer, train_epoch, train_on
-
-MEAN, STD = 0.2860, 0.3530
 
 
 def fresh_model(device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
@@ -57,21 +56,11 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     meter = energy.make_meter(EnergyConfig(), device)
     with tempfile.TemporaryDirectory() as cache:
-        cfg = DatasetConfig(
-            name=DatasetName.fashion_mnist,
-            channels=1,
-            height=28,
-            width=28,
-            mean=[MEAN],
-            std=[STD],
-            root=args.root,
-            cache_dir=cache,
-            train_size=args.train_size,
-        )
+        cfg = fashion_mnist(cache, root=args.root, train_size=args.train_size)
         start = time.perf_counter()
         tensors = data.load(cfg, device)
         setup = time.perf_counter() - start
-        pipeline = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
+        pipeline = transforms.Compose([transforms.ToTensor(), transforms.Normalize(cfg.mean, cfg.std)])
         train = datasets.FashionMNIST(str(data.torchvision_root(cfg)), train=True, transform=pipeline)
         subset = train
         if args.train_size < len(train):

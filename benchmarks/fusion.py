@@ -24,14 +24,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
+from _sweeps import fashion_mnist
 
 from greenai import data, devices, energy, fusion, models
-from greenai.config import DatasetConfig, DatasetName, EnergyBackend, EnergyConfig, ModelName
+from greenai.config import EnergyBackend, EnergyConfig, ModelName
 from greenai.loop import Hyperparameters, fit, make_optimizer
 
 SPEC = models.ArchitectureSpec(ModelName.simplecnn, (1, 28, 28), conv_layers=2, linear_layers=3)
 BATCH = 512
-MEAN, STD = 0.2860, 0.3530
 LR_RANGE = (1e-4, 3e-3)
 
 
@@ -126,18 +126,7 @@ def main() -> None:
     meter = energy.make_meter(EnergyConfig(backend=EnergyBackend(args.energy)), device)
     label = f" {meter.source.value}"
     with tempfile.TemporaryDirectory() as cache:
-        cfg = DatasetConfig(
-            name=DatasetName.fashion_mnist,
-            channels=1,
-            height=28,
-            width=28,
-            mean=[MEAN],
-            std=[STD],
-            root=args.root,
-            cache_dir=cache,
-            train_size=args.train_size,
-            test_size=args.test_size,
-        )
+        cfg = fashion_mnist(cache, root=args.root, train_size=args.train_size, test_size=args.test_size)
         tensors = data.load(cfg, device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(

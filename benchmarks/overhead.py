@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _sweeps import run
+from _sweeps import fashion_mnist, run
 
 
 def bare_loop(trials: int, train_size: int, cache: str) -> None:
@@ -30,21 +30,11 @@ def bare_loop(trials: int, train_size: int, cache: str) -> None:
     import torch
 
     from greenai import data, models
-    from greenai.config import DatasetConfig, DatasetName, ModelName
+    from greenai.config import ModelName
     from greenai.energy import OffMeter
     from greenai.loop import Hyperparameters, fit, make_optimizer
 
-    cfg = DatasetConfig(
-        name=DatasetName.fashion_mnist,
-        channels=1,
-        height=28,
-        width=28,
-        mean=[0.286],
-        std=[0.353],
-        cache_dir=cache,
-        train_size=train_size,
-        test_size=1000,
-    )
+    cfg = fashion_mnist(cache, train_size=train_size, test_size=1000)
     tensors = data.load(cfg, torch.device("cpu"))
     for seed in range(1, trials + 1):
         torch.manual_seed(seed)
@@ -58,21 +48,11 @@ def bare_group(trials: int, train_size: int, cache: str, epochs: int) -> None:
     import torch
 
     from greenai import data, fusion, models
-    from greenai.config import DatasetConfig, DatasetName, ModelName
+    from greenai.config import ModelName
     from greenai.energy import OffMeter
     from greenai.loop import Hyperparameters
 
-    cfg = DatasetConfig(
-        name=DatasetName.fashion_mnist,
-        channels=1,
-        height=28,
-        width=28,
-        mean=[0.286],
-        std=[0.353],
-        cache_dir=cache,
-        train_size=train_size,
-        test_size=1000,
-    )
+    cfg = fashion_mnist(cache, train_size=train_size, test_size=1000)
     tensors = data.load(cfg, torch.device("cpu"))
     spec = models.ArchitectureSpec(ModelName.simplecnn, (1, 28, 28), 2, 3)
     lrs = [10 ** (-4 + 3 * i / trials) for i in range(trials)]
