@@ -69,6 +69,12 @@ def data_args(data: Path, out: Path) -> list[str]:
     return [f"dataset.root={data}", f"dataset.cache_dir={out / 'cache'}", *ENERGY, *EXTRA]
 
 
+def train(step: Step, out: Path, work: Path, overrides: list[str], timeout: float) -> str:
+    """`python -m greenai.train OVERRIDES` in the folder `work` (made here), its output in OUT/<step>.log."""
+    work.mkdir(exist_ok=True)
+    return run(step, [sys.executable, "-m", "greenai.train", *overrides], out, cwd=work, timeout=timeout)
+
+
 def doctor(out: Path) -> Step:
     step = Step("doctor")
     text = run(step, [sys.executable, "-m", "greenai.doctor", "--quick"], out, timeout=60)
@@ -83,14 +89,7 @@ def doctor(out: Path) -> Step:
 def title(out: Path, data: Path) -> Step:
     step = Step("title-command")
     work = out / "title"
-    work.mkdir(exist_ok=True)
-    run(
-        step,
-        [sys.executable, "-m", "greenai.train", "-m", "model=simplecnn", "conv_layers=1,2,3", *data_args(data, out)],
-        out,
-        cwd=work,
-        timeout=400,
-    )
+    train(step, out, work, ["-m", "model=simplecnn", "conv_layers=1,2,3", *data_args(data, out)], timeout=400)
     trials, _ = trial_runs(work)
     for r in sorted(trials, key=lambda r: int(r.data.params["conv_layers"])):
         m, t = r.data.metrics, r.data.tags
@@ -110,26 +109,8 @@ def title(out: Path, data: Path) -> Step:
 def packed(out: Path, data: Path) -> Step:
     step = Step("packed-K4")
     work = out / "packed"
-    work.mkdir(exist_ok=True)
-    run(
-        step,
-        [
-            sys.executable,
-            "-m",
-            "greenai.train",
-            "-m",
-            "hydra/launcher=packed",
-            "sweep.trials_per_gpu=4",
-            "searcher=random",
-            "space=paper3",
-            "hydra.sweeper.n_trials=4",
-            "epochs=3",
-            *data_args(data, out),
-        ],
-        out,
-        cwd=work,
-        timeout=300,
-    )
+    packing = ["hydra/launcher=packed", "sweep.trials_per_gpu=4", "searcher=random", "space=paper3"]
+    train(step, out, work, ["-m", *packing, "hydra.sweeper.n_trials=4", "epochs=3", *data_args(data, out)], timeout=300)
     trials, _ = trial_runs(work)
     batches: dict[float, list] = {}
     for r in trials:
@@ -203,33 +184,10 @@ def rq1(out: Path, data: Path, rounds: int) -> Step:
     round; both extrapolated to 3 searchers x 2 spaces x 64 rounds x 8 repeats = 3,072 trainings."""
     step = Step("rq1-fused")
     fused_work, plain_work = out / "rq1-fused", out / "rq1-unfused"
-    fused_work.mkdir(exist_ok=True)
-    plain_work.mkdir(exist_ok=True)
-    common = ["experiment=rq1", "model=simplecnn", "space=paper3", "searcher=random", *data_args(data, out)]
-    run(
-        step,
-        [
-            sys.executable,
-            "-m",
-            "greenai.train",
-            "-m",
-            *common,
-            "hydra/launcher=fused",
-            f"hydra.sweeper.n_jobs={rounds}",
-            f"hydra.sweeper.n_trials={rounds}",
-            "fuse=true",
-        ],
-        out,
-        cwd=fused_work,
-        timeout=500,
-    )
-    run(
-        step,
-        [sys.executable, "-m", "greenai.train", "-m", *common, "hydra.sweeper.n_trials=1", "fuse=false"],
-        out,
-        cwd=plain_work,
-        timeout=300,
-    )
+    common = ["-m", "experiment=rq1", "model=simplecnn", "space=paper3", "searcher=random", *data_args(data, out)]
+    batch = [f"hydra.sweeper.n_jobs={rounds}", f"hydra.sweeper.n_trials={rounds}"]
+    train(step, out, fused_work, [*common, "hydra/launcher=fused", *batch, "fuse=true"], timeout=500)
+    train(step, out, plain_work, [*common, "hydra.sweeper.n_trials=1", "fuse=false"], timeout=300)
     for label, work, trainings in (("fused", fused_work, rounds * 8), ("one after another", plain_work, 8)):
         trials, sweeps = trial_runs(work, "rq1")
         seconds = sum(r.data.metrics.get("busy_seconds", 0.0) for r in trials)
