@@ -55,6 +55,7 @@ def write_cifar(root: Path, train: int = 300, test: int = 100, seed: int = 0) ->
     return root
 
 
-def tiny_args(root: Path, cache: Path, epochs: int = 1) -> list[str]:
-    """Overrides for a fast trial on a small dataset written by the test."""
-    return [f"dataset.root={root}", f"dataset.cache_dir={cache}", f"epochs={epochs}", "batch_size=64"]
+def tiny_args(root: Path, cache: Path, epochs: int = 1, batch_size: int = 64) -> list[str]:
+    """Overrides for a fast trial on a small dataset written by the test (a small batch_size
+    makes epochs long enough for a test to act while one trains)."""
+    return [f"dataset.root={root}", f"dataset.cache_dir={cache}", f"epochs={epochs}", f"batch_size={batch_size}"]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from datasets_on_disk import tiny_args
 from mlflow import MlflowClient
 from servers import as_root
 from stores import assert_every_epoch_once, by_state, energy_kept, sweep_runs, trial_runs
@@ -74,10 +75,7 @@ def sweep_args(fashion_root: Path, tmp_path: Path, *store: str) -> list[str]:
         "searcher=grid",
         "lr=choice(0.001,0.002,0.003)",
         "hydra.sweeper.n_trials=3",
-        f"epochs={EPOCHS}",
-        "batch_size=16",
-        f"dataset.root={fashion_root}",
-        f"dataset.cache_dir={tmp_path / 'cache'}",
+        *tiny_args(fashion_root, tmp_path / "cache", epochs=EPOCHS, batch_size=16),
         *store,
     ]
 
@@ -95,13 +93,18 @@ def trials_in(db: Path) -> list:
     return optuna.load_study(study_name=summary.study_name, storage=storage).get_trials(deepcopy=False)
 
 
-def fill_during_trial_1(greenai, args: list[str], disk: SmallDisk, log: Path) -> tuple[int, str]:
-    """Start the sweep, fill the disk while trial 1 trains; its exit status and output."""
+def stopped_by_filling_during_trial_1(greenai, args: list[str], disk: SmallDisk, log: Path, starts: str) -> str:
+    """Start the sweep and fill the disk while trial 1 trains: the command stops with exit
+    status 3 and one line starting `starts`, and launches no further trial. Its output."""
     proc = greenai.start(*args, log=log)
     wait_for(log, "round1] epoch   2/", proc)
     disk.fill()
     code = proc.wait(timeout=300)
-    return code, log.read_text()
+    text = log.read_text()
+    assert code == 3, text[-3000:]
+    assert_one_line(text, starts)
+    assert "round2]" not in text and "#1 :" not in text, "no further trial is launched"
+    return text
 
 
 def assert_one_line(text: str, starts: str, ends: str = LINE_END) -> None:
@@ -109,10 +112,6 @@ def assert_one_line(text: str, starts: str, ends: str = LINE_END) -> None:
     assert len(errors) == 1, text[-3000:]
     assert errors[0].startswith(f"greenai: error: {starts}") and errors[0].endswith(ends), errors[0]
     assert "Traceback" not in text and "Logging error" not in text, text[-3000:]
-
-
-def assert_no_second_trial(text: str) -> None:
-    assert "round2]" not in text and "#1 :" not in text, "no further trial is launched"
 
 
 def assert_resumed_to_three(optuna_db: Path, mlflow_db: Path, interrupted: bool) -> None:
@@ -144,10 +143,13 @@ def assert_resumed_to_three(optuna_db: Path, mlflow_db: Path, interrupted: bool)
 def test_the_mlflow_store_disk_fills_during_trial_1(greenai, fashion_root, tmp_path, small_disk):
     db = small_disk.path / "mlflow.db"
     args = sweep_args(fashion_root, tmp_path, f"tracking.uri=sqlite:///{db}")
-    code, text = fill_during_trial_1(greenai, args, small_disk, tmp_path / "first.log")
-    assert code == 3, text[-3000:]
-    assert_one_line(text, f"tracking.uri=sqlite:///{db}: the disk holding {db} is full (database or disk is full)")
-    assert_no_second_trial(text)
+    stopped_by_filling_during_trial_1(
+        greenai,
+        args,
+        small_disk,
+        tmp_path / "first.log",
+        f"tracking.uri=sqlite:///{db}: the disk holding {db} is full (database or disk is full)",
+    )
     # The study took what MLflow could not: the trial failed as interrupted, its figures kept.
     (trial,) = trials_in(greenai.cwd / "optuna.db")
     assert trial.state.name == "FAIL" and trial.user_attrs["interrupted"] is True, trial
@@ -165,10 +167,13 @@ def test_the_mlflow_store_disk_fills_during_trial_1(greenai, fashion_root, tmp_p
 def test_the_study_disk_fills_during_trial_1(greenai, fashion_root, tmp_path, small_disk):
     db = small_disk.path / "optuna.db"
     args = sweep_args(fashion_root, tmp_path, f"sweep.storage=sqlite:///{db}")
-    code, text = fill_during_trial_1(greenai, args, small_disk, tmp_path / "first.log")
-    assert code == 3, text[-3000:]
-    assert_one_line(text, f"sweep.storage=sqlite:///{db}: the disk holding {db} is full (database or disk is full)")
-    assert_no_second_trial(text)
+    stopped_by_filling_during_trial_1(
+        greenai,
+        args,
+        small_disk,
+        tmp_path / "first.log",
+        f"sweep.storage=sqlite:///{db}: the disk holding {db} is full (database or disk is full)",
+    )
     # MLflow took what the study could not: the run closed KILLED with its figures.
     (run,) = trial_runs(runs_in(greenai.cwd / "mlflow.db"))
     assert run.info.status == "KILLED" and run.data.tags["greenai.trial_state"] == "killed"
@@ -187,12 +192,11 @@ def test_the_study_disk_fills_during_trial_1(greenai, fashion_root, tmp_path, sm
 def test_the_sweep_folder_disk_fills_during_trial_1(greenai, fashion_root, tmp_path, small_disk):
     folder = small_disk.path / "sweep"
     args = sweep_args(fashion_root, tmp_path, f"hydra.sweep.dir={folder}")
-    code, text = fill_during_trial_1(greenai, args, small_disk, tmp_path / "first.log")
-    assert code == 3, text[-3000:]
-    assert_one_line(text, f"hydra.sweep.dir={folder}: the disk holding {folder}")
+    text = stopped_by_filling_during_trial_1(
+        greenai, args, small_disk, tmp_path / "first.log", f"hydra.sweep.dir={folder}: the disk holding {folder}"
+    )
     stops = [line for line in text.splitlines() if "this job's log stops here" in line]
     assert len(stops) == 1 and f"the disk holding {folder}/0/train.log is full" in stops[0], text[-3000:]
-    assert_no_second_trial(text)
     # Both stores took the whole trial: only the sweep folder's disk is full.
     (trial,) = trials_in(greenai.cwd / "optuna.db")
     assert trial.state.name == "COMPLETE"

@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from datasets_on_disk import tiny_args
 from stores import by_state, energy_kept, mlflow_runs, optuna_trials, sweep_runs, trial_runs
 
 pytestmark = pytest.mark.slow
@@ -97,13 +98,10 @@ def test_sigkill_of_a_worker(greenai, fashion_root, tmp_path):
         "searcher=random",
         "space=paper3",
         "hydra.sweeper.n_trials=6",
-        "epochs=6",
-        "batch_size=16",
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",
         "hydra.sweeper.n_jobs=2",
-        f"dataset.root={fashion_root}",
-        f"dataset.cache_dir={tmp_path / 'cache'}",
+        *tiny_args(fashion_root, tmp_path / "cache", epochs=6, batch_size=16),
     ]
     log = tmp_path / "first.log"
     proc = greenai.start(*args, log=log)

@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from datasets_on_disk import tiny_args
 from servers import MlflowServer
 from stores import assert_every_epoch_once, optuna_trials
 from test_reliability import wait_for
@@ -58,11 +59,8 @@ def test_a_sweep_trains_on_while_the_server_is_away_and_sends_everything_once_it
         "searcher=grid",
         "lr=choice(0.001,0.002,0.003)",
         "hydra.sweeper.n_trials=3",
-        f"epochs={epochs}",
-        "batch_size=16",
         f"tracking.uri={server.uri}",
-        f"dataset.root={fashion_root}",
-        f"dataset.cache_dir={tmp_path / 'cache'}",
+        *tiny_args(fashion_root, tmp_path / "cache", epochs=epochs, batch_size=16),
     ]
     log = tmp_path / "sweep.log"
     proc = greenai.start(*args, log=log)
@@ -112,13 +110,7 @@ def test_a_sweep_trains_on_while_the_server_is_away_and_sends_everything_once_it
 
 def test_a_run_kept_while_the_server_is_away_is_sent_by_the_next_command(greenai, tiny, fashion_root, tmp_path, server):
     epochs = 10
-    args = [
-        f"tracking.uri={server.uri}",
-        f"dataset.root={fashion_root}",
-        f"dataset.cache_dir={tmp_path / 'cache'}",
-        f"epochs={epochs}",
-        "batch_size=16",
-    ]
+    args = [f"tracking.uri={server.uri}", *tiny_args(fashion_root, tmp_path / "cache", epochs=epochs, batch_size=16)]
     log = tmp_path / "run.log"
     proc = greenai.start(*args, log=log)
     wait_for(log, "epoch   2/10", proc)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from datasets_on_disk import tiny_args
 from servers import Postgres
 from stores import assert_every_epoch_once, by_state, mlflow_runs, sweep_runs, trial_runs
 from test_reliability import wait_for
@@ -42,24 +43,24 @@ def lines_with(text: str, needle: str) -> list[str]:
     return [line for line in text.splitlines() if needle in line]
 
 
-@pytest.mark.slow
-def test_a_run_waits_for_its_mlflow_file_locked_30_s_says_so_once_and_finishes(greenai, fashion_root, tmp_path):
-    epochs = 6
-    args = [
-        f"dataset.root={fashion_root}",
-        f"dataset.cache_dir={tmp_path / 'cache'}",
-        f"epochs={epochs}",
-        "batch_size=16",
-    ]
-    log = tmp_path / "run.log"
+def through_a_30_s_lock(greenai, args: list[str], log: Path, after: str, db: Path) -> str:
+    """Start the command, hold `db` locked for 30 s once `after` is logged (the command waits,
+    it does not fail), then let it finish with exit status 0. Its output."""
     proc = greenai.start(*args, log=log)
-    wait_for(log, "epoch   2/6", proc)
-    db = greenai.cwd / "mlflow.db"
+    wait_for(log, after, proc)
     with locked(db):
         time.sleep(30)
         assert proc.poll() is None, "still waiting, not failed"
     assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
-    text = log.read_text()
+    return log.read_text()
+
+
+@pytest.mark.slow
+def test_a_run_waits_for_its_mlflow_file_locked_30_s_says_so_once_and_finishes(greenai, fashion_root, tmp_path):
+    epochs = 6
+    args = tiny_args(fashion_root, tmp_path / "cache", epochs=epochs, batch_size=16)
+    db = greenai.cwd / "mlflow.db"
+    text = through_a_30_s_lock(greenai, args, tmp_path / "run.log", "epoch   2/6", db)
     waits = lines_with(text, f"tracking.uri=sqlite:///{db} ({db}): locked by another process")
     assert len(waits) == 1, text[-3000:]
     assert len(lines_with(text, f"tracking.uri=sqlite:///{db} answers again")) == 1
@@ -76,20 +77,10 @@ def test_a_sweep_waits_for_its_study_file_locked_30_s_says_so_once_and_completes
         "searcher=grid",
         "lr=choice(0.001,0.002)",
         "hydra.sweeper.n_trials=2",
-        f"epochs={epochs}",
-        "batch_size=16",
-        f"dataset.root={fashion_root}",
-        f"dataset.cache_dir={tmp_path / 'cache'}",
+        *tiny_args(fashion_root, tmp_path / "cache", epochs=epochs, batch_size=16),
     ]
-    log = tmp_path / "sweep.log"
-    proc = greenai.start(*args, log=log)
-    wait_for(log, "round1] epoch   2/6", proc)
     db = greenai.cwd / "optuna.db"
-    with locked(db):
-        time.sleep(30)
-        assert proc.poll() is None, "still waiting, not failed"
-    assert proc.wait(timeout=300) == 0, log.read_text()[-3000:]
-    text = log.read_text()
+    text = through_a_30_s_lock(greenai, args, tmp_path / "sweep.log", "round1] epoch   2/6", db)
     assert len(lines_with(text, f"sweep.storage=sqlite:///{db} ({db}): locked by another process")) == 1, text[-3000:]
     assert "database is locked" not in text and "Traceback" not in text
     states = Counter(t.state.name for t in optuna.load_study(study_name=None, storage=f"sqlite:///{db}").trials)
@@ -102,7 +93,7 @@ def test_a_sweep_waits_for_its_study_file_locked_30_s_says_so_once_and_completes
 
 @pytest.mark.slow
 def test_past_the_busy_budget_a_run_stops_with_one_line_naming_the_store(greenai, fashion_root, tmp_path):
-    args = [f"dataset.root={fashion_root}", f"dataset.cache_dir={tmp_path / 'cache'}", "epochs=6", "batch_size=16"]
+    args = tiny_args(fashion_root, tmp_path / "cache", epochs=6, batch_size=16)
     log = tmp_path / "run.log"
     # A 4 s budget instead of 120 s, so the test outlasts it quickly.
     proc = greenai.start(*args, log=log, extra_env={"GREENAI_STORE_BUSY_SECONDS": "4"})
@@ -159,10 +150,7 @@ def test_a_study_database_stopped_mid_sweep_is_waited_for_and_each_trial_told_on
         "hydra.sweeper.n_trials=3",
         f"sweep.storage={postgres.url}",
         "sweep.study_name=away",
-        f"epochs={epochs}",
-        "batch_size=16",
-        f"dataset.root={fashion_root}",
-        f"dataset.cache_dir={tmp_path / 'cache'}",
+        *tiny_args(fashion_root, tmp_path / "cache", epochs=epochs, batch_size=16),
     ]
     log = tmp_path / "sweep.log"
     proc = greenai.start(*args, log=log)
