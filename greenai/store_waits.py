@@ -209,6 +209,18 @@ def full(store: Store, fault: Fault) -> StoreFull:
     return StoreFull(f"{store.label}: {where} is full ({fault.detail})")
 
 
+def passing_fault(exc: BaseException, store: Store, kinds: tuple[str, ...] = ("busy", "away")) -> Fault:
+    """The fault of a failed call to `store`, if it is one of `kinds`, which pass and are worth
+    waiting for. A full disk is raised at once as StoreFull naming the store; any other error is
+    raised as it came."""
+    fault = fault_of(exc)
+    if fault is not None and fault.kind == "full":
+        raise full(store, fault) from exc
+    if fault is None or fault.kind not in kinds:
+        raise exc
+    return fault
+
+
 def retry(call: Callable[[], T], store: Store, kinds: tuple[str, ...] = ("busy", "away")) -> T:
     """call(), tried again while it fails because `store` is busy or away (the fault `kinds`
     waited for), up to the budget of that kind of fault; then StoreUnavailable. A full disk
@@ -225,11 +237,7 @@ def retry(call: Callable[[], T], store: Store, kinds: tuple[str, ...] = ("busy",
         try:
             result = call()
         except Exception as exc:
-            fault = fault_of(exc)
-            if fault is not None and fault.kind == "full":
-                raise full(store, fault) from exc
-            if fault is None or fault.kind not in kinds:
-                raise
+            fault = passing_fault(exc, store, kinds)
             episode = waiting(store, fault)
             remaining = budget_seconds(fault.kind) - (time.monotonic() - episode.since)
             if episode.given_up_at is not None or remaining <= 0:

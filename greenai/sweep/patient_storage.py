@@ -89,11 +89,7 @@ class PatientStorage(BaseStorage):
         try:
             result = call()
         except Exception as exc:
-            fault = fault_of(exc)
-            if fault is None:
-                raise
-            if fault.kind == "full":  # not worth waiting for: the trial ends
-                raise store_waits.full(self._store, fault) from exc
+            store_waits.passing_fault(exc, self._store)  # a full disk is not worth waiting for: the trial ends
             raise _Away() from None
         store_waits.answered(self._store)
         return result
@@ -106,21 +102,14 @@ class PatientStorage(BaseStorage):
                     store_waits.retry(lambda: getattr(self._inner, name)(*args), self._store, ("busy",))
                     return
                 except Exception as exc:
-                    fault = fault_of(exc)
-                    if fault is None or fault.kind != "away":
-                        raise
-                    self._keep(name, args, fault)
+                    self._keep(name, args, store_waits.passing_fault(exc, self._store, ("away",)))
                     return
             self._keep(name, args, None)
             if time.monotonic() >= self._next_try:
                 try:
                     self._send_kept()
                 except Exception as exc:
-                    fault = fault_of(exc)
-                    if fault is None:
-                        raise
-                    if fault.kind == "full":
-                        raise store_waits.full(self._store, fault) from exc
+                    store_waits.passing_fault(exc, self._store)
                     self._next_try = time.monotonic() + RETRY_SECONDS
                     return
                 store_waits.answered(self._store)
