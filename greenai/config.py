@@ -156,11 +156,15 @@ def _schema() -> DictConfig:
     return OmegaConf.structured(TrainConfig)
 
 
+def without_hydra(cfg: DictConfig) -> DictConfig:
+    """The config without Hydra's own node. A job's config has none: then no copy is made
+    (copies cost a fused trial dearly)."""
+    return OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]) if "hydra" in cfg else cfg
+
+
 def to_typed(cfg: DictConfig) -> TrainConfig:
     """Turn a composed DictConfig (possibly holding `hydra`) into a checked TrainConfig."""
-    # A job's own config has no `hydra` node: no copy needed (copies cost a fused trial dearly).
-    plain = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]) if "hydra" in cfg else cfg
-    merged = OmegaConf.merge(_schema(), plain)
+    merged = OmegaConf.merge(_schema(), without_hydra(cfg))
     typed = OmegaConf.to_object(merged)
     assert isinstance(typed, TrainConfig)
     check(typed)

@@ -22,6 +22,7 @@ from mlflow.entities import Metric
 from omegaconf import DictConfig, OmegaConf
 
 from greenai import devices, models, names, tracking
+from greenai.config import without_hydra
 from greenai.energy import Meter
 from greenai.full_disk import folder_full
 from greenai.idle import IdlePower
@@ -49,10 +50,6 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
         else:
             flat[name] = value
     return flat
-
-
-def without_hydra(cfg: DictConfig) -> DictConfig:
-    return OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]) if "hydra" in cfg else cfg
 
 
 def flat_params(cfg: DictConfig) -> dict[str, object]:

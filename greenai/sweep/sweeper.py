@@ -134,8 +134,8 @@ class GreenOptunaSweeper(Sweeper):
         GridSampler numbers its points in an order drawn from the seed, and every process must
         agree on what grid point N is (it asks the study which numbers are taken)."""
         config = OmegaConf.create(OmegaConf.to_container(self.sampler_config, resolve=True))
-        grid = str(config.get("_target_", "")).endswith("GridSampler")
-        if trials_so_far is not None and config.get("seed") is not None and not grid:
+        a_grid = str(config.get("_target_", "")).endswith("GridSampler")
+        if trials_so_far is not None and config.get("seed") is not None and not a_grid:
             config.seed = (int(config.seed) + trials_so_far + 7919 * os.getpid()) % 2**32
         sampler = instantiate(
             config, _execution_whitelist_=("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*")
