@@ -26,6 +26,17 @@ def fail(message: str, status: int = EXIT_BAD_INPUT) -> NoReturn:
     raise SystemExit(status)
 
 
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, then what it was raised from or while handling, and so on: libraries wrap the
+    error that tells what happened (a driver's, the OS's) in their own."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
 def failure_reason(exc: BaseException) -> str:
     """Why something failed, in one line: the exception's type and its message's first line."""
     lines = str(exc).strip().splitlines()

@@ -48,6 +48,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunData, RunInfo, RunTag
 from mlflow.exceptions import MlflowException
 
+from greenai.errors import causes
 from greenai.locks import file_lock
 from greenai.owner import owner_alive
 from greenai.redaction import redact
@@ -127,20 +128,15 @@ def server_away(exc: BaseException) -> bool:
     import requests
     import urllib3
 
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        away = (
-            requests.ConnectionError,
-            requests.Timeout,
-            requests.exceptions.RetryError,
-            urllib3.exceptions.HTTPError,
-        )
-        if isinstance(current, (*away, ConnectionError, TimeoutError)):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
+    away = (
+        requests.ConnectionError,
+        requests.Timeout,
+        requests.exceptions.RetryError,
+        urllib3.exceptions.HTTPError,
+        ConnectionError,
+        TimeoutError,
+    )
+    return any(isinstance(error, away) for error in causes(exc))
 
 
 class ServerAway(MlflowException):

@@ -17,11 +17,11 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from greenai.errors import GreenAIError
+from greenai.errors import GreenAIError, causes
 from greenai.redaction import redact
 
 log = logging.getLogger(__name__)
@@ -74,15 +74,6 @@ class Fault:
     file: str | None = None  # the file a full disk refused, where the error names it
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
 # A full disk, as each layer says it: the OS (ENOSPC; EDQUOT, a quota), sqlite (SQLITE_FULL),
 # PostgreSQL (SQLSTATE 53100, disk_full), and servers that pass the OS's words on (MySQL).
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -119,10 +110,10 @@ def fault_of(exc: BaseException) -> Fault | None:
 
     if isinstance(exc, (StoreUnavailable, StoreFull)):
         return None  # greenai gave up on the store already: not waited for again
-    full = _full(list(_chain(exc)))
+    full = _full(list(causes(exc)))
     if full is not None:
         return full
-    for error in _chain(exc):
+    for error in causes(exc):
         text = str(error)
         if "database is locked" in text or "database table is locked" in text:
             return Fault("busy", "locked by another process")
