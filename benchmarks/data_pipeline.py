@@ -18,9 +18,10 @@ from _sweeps import fashion_mnist
 from torch import nn
 from torchvision import datasets, transforms
 
-from greenai import data, energy, models
 from greenai.config import EnergyConfig, ModelName
-from greenai.loop import Hyperparameters, make_optimizer, train_epoch, train_on
+from greenai.energy import meters as energy
+from greenai.training import data, models
+from greenai.training.loop import Hyperparameters, make_optimizer, train_epoch, train_on
 
 
 def fresh_model(device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from _sweeps import fashion_mnist
 
-from greenai import data, devices, energy, fusion, models
 from greenai.config import EnergyBackend, EnergyConfig, ModelName
-from greenai.loop import Hyperparameters, fit, make_optimizer
+from greenai.energy import meters as energy
+from greenai.training import data, devices, fusion, models
+from greenai.training.loop import Hyperparameters, fit, make_optimizer
 
 SPEC = models.ArchitectureSpec(ModelName.simplecnn, (1, 28, 28), conv_layers=2, linear_layers=3)
 BATCH = 512

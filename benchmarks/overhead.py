@@ -29,10 +29,10 @@ def bare_loop(trials: int, train_size: int, cache: str) -> None:
     """N trainings with greenai's data and loop, and nothing else (no Hydra, MLflow, meter)."""
     import torch
 
-    from greenai import data, models
     from greenai.config import ModelName
-    from greenai.energy import OffMeter
-    from greenai.loop import Hyperparameters, fit, make_optimizer
+    from greenai.energy.meters import OffMeter
+    from greenai.training import data, models
+    from greenai.training.loop import Hyperparameters, fit, make_optimizer
 
     cfg = fashion_mnist(cache, train_size=train_size, test_size=1000)
     tensors = data.load(cfg, torch.device("cpu"))
@@ -47,10 +47,10 @@ def bare_group(trials: int, train_size: int, cache: str, epochs: int) -> None:
     """N members trained as one fused group, and nothing else (no Hydra, MLflow, Optuna, meter)."""
     import torch
 
-    from greenai import data, fusion, models
     from greenai.config import ModelName
-    from greenai.energy import OffMeter
-    from greenai.loop import Hyperparameters
+    from greenai.energy.meters import OffMeter
+    from greenai.training import data, fusion, models
+    from greenai.training.loop import Hyperparameters
 
     cfg = fashion_mnist(cache, train_size=train_size, test_size=1000)
     tensors = data.load(cfg, torch.device("cpu"))

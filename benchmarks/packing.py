@@ -59,7 +59,7 @@ def main() -> None:
 
     if not torch.cuda.is_available():
         sys.exit("packing.py needs a CUDA GPU with energy counters (NVML); none is visible here")
-    from greenai.energy import ZeusMeter
+    from greenai.energy.meters import ZeusMeter
 
     gpu = ZeusMeter(gpu_index=0)
     ks = [int(k) for k in args.ks.split(",")]

@@ -465,7 +465,7 @@ def timed_search(db: Path, paused: bool) -> tuple[float, int]:
     from mlflow import MlflowClient
 
     from greenai.report.run_cache import collector_paused
-    from greenai.tracking import all_runs
+    from greenai.stores.tracking import all_runs
 
     client = MlflowClient(f"sqlite:///{db}")
     experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from greenai import devices
-from greenai.counters import ZeusCounters, update_period
+from greenai.energy.counters import ZeusCounters, update_period
 from greenai.errors import EnergyError
+from greenai.training import devices
 
 WINDOWS_MS = (10, 30, 100, 300, 1000)
 

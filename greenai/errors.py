@@ -15,7 +15,7 @@ from typing import NoReturn
 
 EXIT_BAD_INPUT = 2
 # A store's disk filled up: nothing wrong with the input, and rerunning after freeing space
-# continues where the command stopped (greenai.full_disk).
+# continues where the command stopped (greenai.stores.full_disk).
 EXIT_STORE_FULL = 3
 
 

@@ -12,10 +12,10 @@ import argparse
 import logging
 from pathlib import Path
 
-from greenai import spool
 from greenai.errors import ConfigError, fail
-from greenai.reachability import check_reachable
-from greenai.redaction import redact
+from greenai.stores import spool
+from greenai.stores.reachability import check_reachable
+from greenai.stores.redaction import redact
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,18 +11,19 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from greenai import devices, log_files
 from greenai.config import register_schema
 from greenai.errors import EXIT_STORE_FULL, BadInput, GreenAIError, command_line_errors, fail, interrupt_on_sigterm
-from greenai.full_disk import stop_line
-from greenai.job import JobContext, discard_run_folder
-from greenai.redaction import redact_logs
-from greenai.store_waits import StoreFull
+from greenai.stores import log_files
+from greenai.stores.full_disk import stop_line
+from greenai.stores.redaction import redact_logs
+from greenai.stores.waits import StoreFull
 from greenai.sweep.fused_launcher import register as register_fused_launcher
-from greenai.sweep.study_link import PrunedAt
 from greenai.sweep.sweeper import register as register_sweeper
-from greenai.trial_runner import PreparedTrial, run_alone, run_fused
-from greenai.trial_setup import open_record, prepare
+from greenai.training import devices
+from greenai.trial.job import JobContext, discard_run_folder
+from greenai.trial.runner import PreparedTrial, run_alone, run_fused
+from greenai.trial.setup import open_record, prepare
+from greenai.trial.study_link import PrunedAt
 
 log = logging.getLogger("greenai.train")
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")

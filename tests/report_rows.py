@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from greenai.report.runs import RunSet, SweepInfo
-from greenai.run_rows import TrialRow
+from greenai.stores.run_rows import TrialRow
 
 
 def trial(

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from greenai.attribution import Window, attribute
-from greenai.counters import Reading
-from greenai.energy import Source
+from greenai.energy.attribution import Window, attribute
+from greenai.energy.counters import Reading
+from greenai.energy.meters import Source
 from greenai.sweep.packing import _figures, _windows
 
 

@@ -118,7 +118,7 @@ def test_bad_input_is_refused_before_anything_runs(greenai, tiny, args, message)
     if any(a.startswith("energy=zeus") for a in args):
         import torch
 
-        from greenai.energy import ZeusMeter
+        from greenai.energy.meters import ZeusMeter
 
         try:
             ZeusMeter(torch.device("cuda" if torch.cuda.is_available() else "cpu"))

@@ -9,8 +9,8 @@ from omegaconf.errors import ConfigAttributeError, ValidationError
 
 from greenai.config import DatasetName, EnergyBackend, ModelName, Objective, to_typed
 from greenai.errors import ConfigError
-from greenai.preflight import check_job
 from greenai.train import CONF_DIR
+from greenai.trial.preflight import check_job
 
 
 def composed(*overrides: str):

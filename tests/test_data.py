@@ -13,9 +13,9 @@ import pytest
 import torch
 from datasets_on_disk import write_fashion, write_idx
 
-from greenai import data
 from greenai.config import DatasetConfig, DatasetName
 from greenai.errors import DatasetError
+from greenai.training import data
 
 CPU = torch.device("cpu")
 

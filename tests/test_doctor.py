@@ -9,7 +9,8 @@ import pytest
 import torch
 from fake_zeus import RAPLCPUs, SteppedGPUs, install
 
-from greenai import devices, doctor
+from greenai import doctor
+from greenai.training import devices
 
 
 @pytest.fixture

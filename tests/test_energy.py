@@ -9,10 +9,20 @@ import pytest
 import torch
 from fake_zeus import RAPLCPUs, SteppedGPUs, install
 
-from greenai import counters, devices, energy
 from greenai.config import EnergyBackend, EnergyConfig
-from greenai.energy import EstimateMeter, FallbackMeter, Measurement, Source, ZeusMeter, combined_source, make_meter
+from greenai.energy import counters
+from greenai.energy import meters as energy
+from greenai.energy.meters import (
+    EstimateMeter,
+    FallbackMeter,
+    Measurement,
+    Source,
+    ZeusMeter,
+    combined_source,
+    make_meter,
+)
 from greenai.errors import ConfigError, EnergyError
+from greenai.training import devices
 
 CPU = torch.device("cpu")
 

@@ -284,7 +284,7 @@ def test_a_full_disk_is_told_apart_from_a_busy_or_absent_store_wherever_it_is_in
     from mlflow.exceptions import MlflowException
     from sqlalchemy import exc as sa
 
-    from greenai.store_waits import StoreFull, fault_of
+    from greenai.stores.waits import StoreFull, fault_of
 
     def chained(*errors: BaseException) -> BaseException:
         for cause, outer in zip(errors, errors[1:], strict=False):
@@ -312,9 +312,9 @@ def test_a_full_study_disk_fails_the_write_at_once_naming_the_store(small_disk, 
     """The real Optuna storage greenai opens, its sqlite file on the small disk: a write once
     the disk is full fails at once (no waiting budget spent) with the store's one line, and
     succeeds again once there is space."""
-    from greenai.store_waits import StoreFull
-    from greenai.stores import StoreURL
-    from greenai.sweep.storage import make_storage
+    from greenai.stores.study_storage import make_storage
+    from greenai.stores.url import StoreURL
+    from greenai.stores.waits import StoreFull
 
     monkeypatch.setenv("GREENAI_STORE_BUSY_SECONDS", "60")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -334,7 +334,7 @@ def test_a_full_study_disk_fails_the_write_at_once_naming_the_store(small_disk, 
 def test_a_job_log_on_a_full_disk_says_so_once_and_stops(small_disk, capsys):
     """Python's logging prints a traceback for every record a full disk refuses; the guarded
     handler says it once and writes no more."""
-    from greenai import log_files
+    from greenai.stores import log_files
 
     handler = logging.FileHandler(small_disk.path / "train.log")
     logger = logging.getLogger("test_full_disk.job")

@@ -14,12 +14,12 @@ import torch
 from datasets_on_disk import class_images, write_fashion
 from torch import nn
 
-from greenai import fusion, models
 from greenai.config import DatasetConfig, DatasetName, ModelConfig, ModelName, TrainConfig
-from greenai.data import DeviceData
-from greenai.energy import Measurement, OffMeter, Source, combined_source
+from greenai.energy.meters import Measurement, OffMeter, Source, combined_source
 from greenai.errors import ConfigError
-from greenai.loop import Hyperparameters, fit, make_optimizer
+from greenai.training import fusion, models
+from greenai.training.data import DeviceData
+from greenai.training.loop import Hyperparameters, fit, make_optimizer
 
 REPO = Path(__file__).resolve().parent.parent
 TOLERANCE = 1e-6  # relative: the contract of issue 12, in float64 on the CPU

@@ -9,12 +9,12 @@ import time
 import pytest
 import torch
 
-from greenai import energy
-from greenai.attribution import Window, attribute
 from greenai.config import EnergyBackend, EnergyConfig
-from greenai.counters import ZeusCounters
-from greenai.energy import Source, make_meter
-from greenai.idle import idle_power
+from greenai.energy import meters as energy
+from greenai.energy.attribution import Window, attribute
+from greenai.energy.counters import ZeusCounters
+from greenai.energy.idle import idle_power
+from greenai.energy.meters import Source, make_meter
 
 pytestmark = pytest.mark.gpu
 

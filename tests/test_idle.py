@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from greenai.energy import EstimateMeter, Measurement, OffMeter, Source
-from greenai.idle import IdlePower, idle_power
-from greenai.loop import EpochResult
-from greenai.sweep_folder import SweepFolder
-from greenai.trial import TrialFigures, epoch_metrics
+from greenai.energy.idle import IdlePower, idle_power
+from greenai.energy.meters import EstimateMeter, Measurement, OffMeter, Source
+from greenai.stores.sweep_folder import SweepFolder
+from greenai.training.loop import EpochResult
+from greenai.trial.figures import TrialFigures, epoch_metrics
 
 
 class CountingMeter:
@@ -75,7 +75,7 @@ def test_idle_power_is_measured_once_per_sweep_and_shared(tmp_path):
     a = idle_power(first, 0.2, folder)
     b = idle_power(second, 0.2, folder)
     assert (first.windows, second.windows) == (2, 0), "the second job reads the first one's measurement"
-    assert a == b and len(folder.idle_measurements()) == 1
+    assert a == b and len(folder.host_measurements("idle")) == 1
 
 
 def test_concurrent_jobs_wait_for_one_measurement(tmp_path):

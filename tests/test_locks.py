@@ -5,12 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from greenai.locks import file_lock
+from greenai.stores.locks import file_lock
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from greenai.locks import file_lock
+from greenai.stores.locks import file_lock
 with file_lock(Path(sys.argv[1])):
     print("held", flush=True)
     time.sleep(0.5)

@@ -8,7 +8,7 @@ from torch import nn
 
 from greenai.config import ModelName
 from greenai.errors import ConfigError
-from greenai.models import ArchitectureSpec, build, max_conv_layers, summarize
+from greenai.training.models import ArchitectureSpec, build, max_conv_layers, summarize
 
 FASHION, CIFAR = (1, 28, 28), (3, 32, 32)
 

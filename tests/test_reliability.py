@@ -154,7 +154,7 @@ def test_energy_counters_failing_mid_run_fall_back_and_label_the_run_partial(tmp
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from greenai import energy
+    from greenai.energy import meters as energy
     from greenai.train import CONF_DIR, train
 
     class FlakyRAPL(RAPLCPUs):

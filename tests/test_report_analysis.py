@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from greenai.report import analysis as an
-from greenai.run_rows import TrialRow
+from greenai.stores.run_rows import TrialRow
 
 
 def row(round_, acc, energy, state="finished", conv=None, relu=None):

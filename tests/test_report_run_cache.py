@@ -12,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 from greenai.report import run_cache
-from greenai.tracking import all_runs
+from greenai.stores.tracking import all_runs
 
 HOUR_MS = 3_600_000
 

@@ -7,7 +7,7 @@ import pytest
 
 from greenai.errors import GreenAIError
 from greenai.report.runs import select
-from greenai.run_rows import GROSS, NET, RunRecord
+from greenai.stores.run_rows import GROSS, NET, RunRecord
 
 
 def record(run_id, kind="trial", parent=None, status="FINISHED", metrics=None, tags=None):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from greenai.run_rows import NET, RunRecord, row_from_record, row_from_run, trial_state
+from greenai.stores.run_rows import NET, RunRecord, row_from_record, row_from_run, trial_state
 
 
 def record(status="FINISHED", params=None, metrics=None, tags=None):

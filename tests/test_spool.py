@@ -5,7 +5,7 @@ per-epoch metric is in its store, each once.
 The server is a real `mlflow server` on loopback, killed (SIGKILL, as a crash) and started
 again on the same port and store. MLflow alone would retry each request for about 4 minutes;
 greenai shortens MLflow's own retry budget (MLFLOW_HTTP_REQUEST_MAX_RETRIES=2,
-MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR=1, MLFLOW_HTTP_REQUEST_TIMEOUT=15, set by greenai.spool
+MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR=1, MLFLOW_HTTP_REQUEST_TIMEOUT=15, set by greenai.stores.spool
 unless the user set them) and keeps what the server does not take, which is what lets these
 tests hold the server down for less than a minute.
 """
@@ -142,7 +142,8 @@ def test_writes_whose_answers_were_lost_are_sent_again_but_stored_once(tmp_path,
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param, RunTag
 
-    from greenai import spool, sync
+    from greenai import sync
+    from greenai.stores import spool
 
     lost: set[str] = set()
 

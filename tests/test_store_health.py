@@ -15,7 +15,7 @@ from stores import mlflow_runs, optuna_trials, sweep_runs
 from test_bad_input import assert_refused
 
 from greenai.errors import ConfigError
-from greenai.store_health import _revisions, check_store
+from greenai.stores.health import _revisions, check_store
 
 
 def mlflow_db(folder: Path) -> Path:

@@ -110,9 +110,9 @@ def test_past_the_busy_budget_a_run_stops_with_one_line_naming_the_store(greenai
 
 
 def test_past_the_busy_budget_a_study_write_stops_with_one_line_naming_the_store(tmp_path, monkeypatch, caplog):
-    from greenai.store_waits import StoreUnavailable
-    from greenai.stores import StoreURL
-    from greenai.sweep.storage import make_storage
+    from greenai.stores.study_storage import make_storage
+    from greenai.stores.url import StoreURL
+    from greenai.stores.waits import StoreUnavailable
 
     monkeypatch.setenv("GREENAI_STORE_BUSY_SECONDS", "1")
     url = f"sqlite:///{tmp_path / 'optuna.db'}"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from greenai.errors import ConfigError
-from greenai.reachability import check_reachable
-from greenai.stores import StoreURL
+from greenai.stores.reachability import check_reachable
+from greenai.stores.url import StoreURL
 
 
 def test_a_relative_sqlite_file_is_taken_from_the_launch_folder_and_keeps_its_query(tmp_path):

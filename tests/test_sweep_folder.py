@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import threading
 
-from greenai.sweep_folder import SweepFolder
+from greenai.stores.sweep_folder import SweepFolder
 
 
 def test_parent_run_id_round_trip_and_absence(tmp_path):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from greenai.run_rows import TrialRow
-from greenai.sweep_totals import by_round, pareto_front, scored, sweep_summary
+from greenai.stores.run_rows import TrialRow
+from greenai.sweep.totals import by_round, pareto_front, scored, sweep_summary
 
 
 def row(round_, acc, energy, state="finished", source="measured", metrics=None):

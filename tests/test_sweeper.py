@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from greenai import names
 from greenai.config import SweepConfig
-from greenai.stores import StoreURL
+from greenai.stores.url import StoreURL
 from greenai.sweep.space import grid_values, half_open, parse_space
 from greenai.sweep.stopping import FailureBudget, stop_reason
 from greenai.sweep.study import SweepStudy

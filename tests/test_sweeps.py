@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 from stores import by_state, mlflow_runs, optuna_trials, sweep_runs, trial_runs
 
-from greenai.sweep_totals import pareto_front
+from greenai.sweep.totals import pareto_front
 
 pytestmark = pytest.mark.slow
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from greenai import names, redaction, tracking
-from greenai.stores import StoreURL
-from greenai.sweep.study_link import Pruned
+from greenai import names
+from greenai.stores import redaction, tracking
+from greenai.stores.url import StoreURL
+from greenai.trial.study_link import Pruned
 
 
 @pytest.fixture
@@ -97,7 +98,7 @@ def test_relative_sqlite_paths_are_taken_from_the_launch_folder(tmp_path):
 def test_logged_lines_never_carry_a_password(capsys):
     import logging
 
-    from greenai.redaction import redact_logs
+    from greenai.stores.redaction import redact_logs
 
     logger = logging.getLogger("hydra")
     handler = logging.StreamHandler()
@@ -114,7 +115,7 @@ def test_logged_lines_never_carry_a_password(capsys):
 def test_params_hide_passwords_in_store_urls():
     from omegaconf import OmegaConf
 
-    from greenai.trial_record import flat_params
+    from greenai.trial.record import flat_params
 
     cfg = OmegaConf.create(
         {"tracking": {"uri": "postgresql://u:pw@db/m"}, "sweep": {"storage": "mysql://v:pw2@db/o"}, "lr": 0.1}

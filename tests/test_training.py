@@ -6,12 +6,12 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from greenai import data
-from greenai.energy import EstimateMeter, OffMeter, Source
-from greenai.loop import DivergedError, format_progress
-from greenai.preflight import check_job
+from greenai.energy.meters import EstimateMeter, OffMeter, Source
 from greenai.train import CONF_DIR
-from greenai.trial import TrialFigures, run_repeats
+from greenai.training import data
+from greenai.training.loop import DivergedError, format_progress
+from greenai.trial.figures import TrialFigures, run_repeats
+from greenai.trial.preflight import check_job
 
 
 def trial(fashion_root, tmp_path, *overrides: str):
@@ -56,7 +56,7 @@ def test_every_tuned_hyperparameter_reaches_the_optimiser(fashion_root, tmp_path
 
 
 def test_optimizer_read_back_is_what_adam_holds():
-    from greenai.loop import Hyperparameters, applied_hyperparameters, make_optimizer
+    from greenai.training.loop import Hyperparameters, applied_hyperparameters, make_optimizer
 
     net = torch.nn.Linear(2, 2)
     opt = make_optimizer(net, Hyperparameters(0.5, 0.6, 0.7, 1e-5, 0.1))

@@ -10,15 +10,15 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from greenai import tracking
 from greenai.errors import GreenAIError, command_line_errors, fail
 from greenai.report import runs as run_reader
 from greenai.report.document import build
 from greenai.report.run_cache import CACHE_FILE, Reading
 from greenai.report.settings import EnergyBasis, ReportConfig, ReportOptions, check
-from greenai.run_rows import GROSS, NET
-from greenai.store_health import check_store
-from greenai.stores import StoreURL
+from greenai.stores import tracking
+from greenai.stores.health import check_store
+from greenai.stores.run_rows import GROSS, NET
+from greenai.stores.url import StoreURL
 
 log = logging.getLogger("greenai.report")
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")

@@ -7,8 +7,8 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from greenai.run_rows import TrialRow
-from greenai.sweep_totals import by_round, scored
+from greenai.stores.run_rows import TrialRow
+from greenai.sweep.totals import by_round, scored
 
 JOULES_PER_KWH = 3.6e6
 

@@ -13,7 +13,7 @@ from greenai.report.markdown import fmt_j
 from greenai.report.runs import RunSet
 from greenai.report.sections import EnergyLabel, Section, SweepCurve
 from greenai.report.settings import EnergyBasis, ReportSettings
-from greenai.run_rows import TrialRow
+from greenai.stores.run_rows import TrialRow
 
 STATES = ("finished", "pruned", "failed", "killed", "running")
 

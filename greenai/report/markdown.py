@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from greenai.run_rows import TrialRow
+from greenai.stores.run_rows import TrialRow
 
 # The configuration keys a reader compares trials by, in the order they are listed.
 KEY_PARAMS = (

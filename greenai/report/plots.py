@@ -15,7 +15,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from greenai.report.analysis import Convergence, Level  # noqa: E402
-from greenai.run_rows import TrialRow  # noqa: E402
+from greenai.stores.run_rows import TrialRow  # noqa: E402
 
 DPI = 120
 

@@ -34,8 +34,8 @@ from typing import Any
 
 from mlflow.entities import ViewType
 
-from greenai.run_rows import RunRecord
-from greenai.tracking import all_runs
+from greenai.stores.run_rows import RunRecord
+from greenai.stores.tracking import all_runs
 
 log = logging.getLogger(__name__)
 FORMAT = 1

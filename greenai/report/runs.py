@@ -10,7 +10,7 @@ from typing import Any
 
 from greenai.errors import GreenAIError
 from greenai.report.run_cache import Reading, read_runs
-from greenai.run_rows import GROSS, NET, RunRecord, TrialRow, row_from_record
+from greenai.stores.run_rows import GROSS, NET, RunRecord, TrialRow, row_from_record
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from greenai.report import plots
 from greenai.report.markdown import config_of, fmt_acc, fmt_j, table, varying_keys
 from greenai.report.runs import RunSet, SweepInfo
 from greenai.report.settings import ReportSettings
-from greenai.run_rows import TrialRow
-from greenai.sweep_totals import pareto_front, scored
+from greenai.stores.run_rows import TrialRow
+from greenai.sweep.totals import pareto_front, scored
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,2 @@
-"""Sweeps: greenai's Optuna sweeper, the job's link to its study, and the MLflow sweep run."""
+"""Sweeps: greenai's Optuna sweeper (search space, study, stop rules), the fused launcher, packed
+trials' energy attribution, and the sweep's MLflow parent run with its totals."""

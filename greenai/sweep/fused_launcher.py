@@ -3,9 +3,9 @@
 It receives a batch of jobs from any sweeper (Hydra's plain sweep, greenai's Optuna sweeper with
 `hydra.sweeper.n_jobs=K`), prepares each job through Hydra's own `run_job` (its output folder,
 its config files, its MLflow run and Optuna trial, checks that refuse bad input), groups the
-prepared trials by what must match to fuse (greenai.fusion.fusion_key: architecture, batch
+prepared trials by what must match to fuse (greenai.training.fusion.fusion_key: architecture, batch
 size, epochs, dataset, device, energy backend), trains each group as one grouped model
-(greenai.trial_runner.run_fused) and returns one result per job. Trials whose `fuse` setting is
+(greenai.trial.runner.run_fused) and returns one result per job. Trials whose `fuse` setting is
 off train one after another, as with Hydra's basic launcher. Members that cannot fuse are
 grouped apart, never refused.
 """
@@ -27,8 +27,8 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from greenai.errors import interrupt_on_sigterm
-from greenai.log_files import guard_log_files
-from greenai.redaction import redact_logs
+from greenai.stores.log_files import guard_log_files
+from greenai.stores.redaction import redact_logs
 
 log = logging.getLogger(__name__)
 TARGET = "greenai.sweep.fused_launcher.FusedLauncher"
@@ -51,8 +51,8 @@ def prepare_trial(cfg: DictConfig) -> Any:
     """The task each job runs under Hydra's run_job: everything up to training."""
     # Training code (torch) is imported when a batch is launched, not when Hydra loads its
     # plugins at every command's start (the report's too).
-    from greenai.trial_runner import PreparedTrial
-    from greenai.trial_setup import open_record, prepare
+    from greenai.trial.runner import PreparedTrial
+    from greenai.trial.setup import open_record, prepare
 
     interrupt_on_sigterm()
     redact_logs()
@@ -84,7 +84,7 @@ class FusedLauncher(Launcher):
         returns = [
             self._prepare(initial_job_idx + i, overrides, first=i == 0) for i, overrides in enumerate(job_overrides)
         ]
-        from greenai.trial_runner import run_alone, run_fused
+        from greenai.trial.runner import run_alone, run_fused
 
         ready = [i for i, r in enumerate(returns) if r.status is JobStatus.COMPLETED]
         trials = [returns[i].return_value for i in ready]
@@ -142,7 +142,7 @@ class FusedLauncher(Launcher):
 
     def _groups(self, trials: list[Any]) -> list[list[int]]:
         """Fused trials grouped by fusion key (at most max_group each); unfused ones alone."""
-        from greenai import fusion
+        from greenai.training import fusion
 
         fused = [i for i, t in enumerate(trials) if t.setup.fused]
         groups = [

@@ -7,7 +7,7 @@ the other trials' work too, so a packed trial measures nothing by itself: its `T
 reads the GPU's (and RAPL's) cumulative counters at each of its window boundaries and writes
 them to the sweep folder. When the batch ends, the sweeper merges every worker's readings with
 its own at the batch's ends and splits each interval's energy equally among the trials active
-in it (`greenai.attribution`); time with no trial active is the batch's overhead, charged to
+in it (`greenai.energy.attribution`); time with no trial active is the batch's overhead, charged to
 nobody. Every energy figure of a packed trial — per epoch and final, gross and net — comes
 from that rule, labelled `energy_source=attributed`, and the study is told the attributed
 energy. With the CPU estimate (no counters) each process is counted apart and nothing needs
@@ -25,17 +25,19 @@ import optuna
 import torch
 from omegaconf import DictConfig
 
-from greenai import names, tracking
-from greenai.attribution import Window, attribute
-from greenai.counters import Reading, ZeusCounters
-from greenai.energy import Measurement, Source, gpu_index
+from greenai import names
+from greenai.energy.attribution import Window, attribute
+from greenai.energy.counters import Reading, ZeusCounters
+from greenai.energy.idle import IdlePower
+from greenai.energy.meters import Measurement, Source, gpu_index
 from greenai.errors import EnergyError
-from greenai.idle import IdlePower
-from greenai.loop import EpochResult
-from greenai.stores import StoreURL
+from greenai.stores import tracking
+from greenai.stores.sweep_folder import SweepFolder
+from greenai.stores.url import StoreURL
 from greenai.sweep.study import SweepStudy
-from greenai.sweep_folder import SweepFolder
-from greenai.trial import TrialFigures, epoch_metrics
+from greenai.training.loop import EpochResult
+from greenai.trial.figures import TrialFigures, epoch_metrics
+from greenai.trial.packed import packed
 
 log = logging.getLogger(__name__)
 RULE = (
@@ -60,66 +62,6 @@ EPOCH_ENERGY_METRICS = (
     "eval_energy_j_epoch",
     "epoch_net_energy_j",
 )
-
-
-def packed(config: DictConfig) -> bool:
-    return int(config.sweep.trials_per_gpu) > 1 and torch.cuda.is_available()
-
-
-class TimelineMeter:
-    """A packed trial's meter: counter readings at its window boundaries, written to the sweep
-    folder; the window's energy is only known once the batch's energy is attributed."""
-
-    source = Source.attributed
-
-    def __init__(self, counters: ZeusCounters, folder: SweepFolder, trial_number: int, device: torch.device) -> None:
-        self.counters, self.folder, self.trial_number, self.device = counters, folder, trial_number, device
-        self.components = "+".join(counters.components)
-        self.description = (
-            f"packed: {self.components} counters shared with the batch's trials, attributed after the batch"
-        )
-        self._count: dict[str, int] = {}
-        self._started: dict[str, Reading] = {}
-
-    def note(self, **values: Any) -> None:
-        """Facts the sweeper needs to turn attributed windows into the trial's figures."""
-        self.folder.append_timeline(self.trial_number, {"event": "note", **values})
-
-    def _read(self, event: str, name: str) -> Reading:
-        torch.cuda.synchronize(self.device)  # the window holds the GPU work queued inside it
-        reading = self.counters.read()
-        self.folder.append_timeline(
-            self.trial_number,
-            {"event": event, "window": name, "n": self._count.get(name, 0), "t": reading.time, "j": reading.joules},
-        )
-        return reading
-
-    def begin(self, name: str) -> None:
-        self._count[name] = self._count.get(name, 0) + 1
-        self._started[name] = self._read("begin", name)
-
-    def end(self, name: str) -> Measurement:
-        ended = self._read("end", name)
-        return Measurement(ended.time - self._started.pop(name).time, None, None, Source.attributed)
-
-
-def timeline_meter(
-    config: DictConfig, folder: SweepFolder | None, trial_number: int | None, device: torch.device
-) -> TimelineMeter | None:
-    """The meter of a packed trial, or None where the trial is not packed or has no counters."""
-    if folder is None or trial_number is None or not packed(config) or device.type != "cuda":
-        return None
-    if config.energy.backend.value in ("off", "estimate"):
-        return None
-    try:
-        return TimelineMeter(ZeusCounters(gpu_index(device)), folder, trial_number, device)
-    except EnergyError as exc:
-        log.warning(
-            "trials_per_gpu=%s: cannot read the GPU's counters (%s); each trial measures alone, overlapping",
-            config.sweep.trials_per_gpu,
-            exc,
-        )
-        return None
 
 
 class BatchEnergy:

@@ -4,7 +4,7 @@ on_multirun_start refuses bad input (every job of a plain sweep, or a greenai sw
 and search space) before any training, opens the parent run (or reopens the one of a resumed
 Optuna study), leaves its id in the sweep folder for the jobs, and measures the idle power of
 this host before the first trial starts. Each trial adds itself to the parent's running totals
-as it ends (greenai.trial_record). on_multirun_end reads the child runs back, closes any a dead
+as it ends (greenai.trial.record). on_multirun_end reads the child runs back, closes any a dead
 process left RUNNING, and logs: trials run, finished, failed and pruned; total energy and time;
 best accuracy and the round it was first reached; for two-objective studies the Pareto set.
 """
@@ -21,25 +21,26 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from greenai import names, tracking
-from greenai.devices import pick_device
-from greenai.energy import make_meter
+from greenai import names
+from greenai.energy.idle import idle_power
+from greenai.energy.meters import make_meter
 from greenai.errors import EXIT_STORE_FULL, GreenAIError, Interrupted, fail, failure_reason, interrupt_on_sigterm
-from greenai.full_disk import folder_full, stop_line
-from greenai.idle import idle_power
-from greenai.owner import owner_alive, owner_id
-from greenai.preflight import check_jobs, job_override_lists
-from greenai.reachability import check_reachable
-from greenai.redaction import redact_logs, redact_text
-from greenai.run_rows import row_from_run
-from greenai.store_waits import StoreFull
-from greenai.stores import StoreURL
-from greenai.sweep.storage import make_storage, study_trials
-from greenai.sweep.study_link import Pruned
+from greenai.stores import tracking
+from greenai.stores.full_disk import folder_full, stop_line
+from greenai.stores.owner import owner_alive, owner_id
+from greenai.stores.reachability import check_reachable
+from greenai.stores.redaction import redact_logs, redact_text
+from greenai.stores.run_rows import row_from_run
+from greenai.stores.study_storage import make_storage, study_trials
+from greenai.stores.sweep_folder import RESULTS, SweepFolder
+from greenai.stores.url import StoreURL
+from greenai.stores.waits import StoreFull
 from greenai.sweep.sweeper import check_sweep
-from greenai.sweep_folder import RESULTS, SweepFolder
-from greenai.sweep_identity import is_greenai_sweep, searcher_name, study_name
-from greenai.sweep_totals import sweep_summary
+from greenai.sweep.totals import sweep_summary
+from greenai.training.devices import pick_device
+from greenai.trial.preflight import check_jobs, job_override_lists
+from greenai.trial.study_link import Pruned
+from greenai.trial.sweep_identity import is_greenai_sweep, searcher_name, study_name
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +232,7 @@ class SweepRunCallback(Callback):
     def _log_idle(self) -> None:
         """The idle power measured on each host of the sweep."""
         assert self.run is not None and self.folder is not None
-        for file_name, saved in self.folder.idle_measurements():
+        for file_name, saved in self.folder.host_measurements("idle"):
             self.run.metrics({"idle_power_w": saved["watts"]})
             self.run.tags({names.IDLE_SOURCE: saved["source"]})
             self.run.text(json.dumps(saved), f"idle/{file_name}")

@@ -147,7 +147,7 @@ def check_space(config: DictConfig) -> SearchSpace:
     """Compose a job at each end of each range (each choice) and refuse what training cannot take."""
     if config.sweep.pruner and len(config.objective.directions) > 1:
         fail("pruner: Optuna cannot prune a multi-objective study (objective=accuracy_energy); use pruner=none")
-    from greenai.preflight import check_jobs  # data and models: only when a sweep is checked
+    from greenai.trial.preflight import check_jobs  # data and models: only when a sweep is checked
 
     space = parse_space(sweep_params(config))
     try:

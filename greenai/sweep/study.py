@@ -19,11 +19,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from greenai import names
 from greenai.errors import failure_reason
-from greenai.owner import owner_alive, owner_id
-from greenai.redaction import redact
-from greenai.stores import StoreURL
-from greenai.sweep.storage import deliberate_use, make_storage, study_trials, trial_id
-from greenai.sweep.study_link import PrunedAt, tell
+from greenai.stores.owner import owner_alive, owner_id
+from greenai.stores.redaction import redact
+from greenai.stores.study_storage import deliberate_use, make_storage, study_trials, trial_id
+from greenai.stores.url import StoreURL
+from greenai.trial.study_link import PrunedAt, tell
 
 log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -217,7 +217,7 @@ class SweepStudy:
 
 
 def figure(trial: FrozenTrial, key: str, default: float | None = None) -> float | None:
-    """One of the final figures a job recorded on its trial (greenai.sweep.study_link.record)."""
+    """One of the final figures a job recorded on its trial (greenai.trial.study_link.record)."""
     return trial.user_attrs.get(names.FIGURES_ATTR, {}).get(key, default)
 
 

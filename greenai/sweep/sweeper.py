@@ -32,18 +32,18 @@ from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from greenai import log_files
 from greenai.errors import fail, failure_reason
-from greenai.full_disk import folder_full
-from greenai.redaction import redact_logs
-from greenai.store_waits import StoreFull
-from greenai.stores import StoreURL
+from greenai.stores import log_files
+from greenai.stores.full_disk import folder_full
+from greenai.stores.redaction import redact_logs
+from greenai.stores.sweep_folder import SweepFolder
+from greenai.stores.url import StoreURL
+from greenai.stores.waits import StoreFull
 from greenai.sweep.space import SearchSpace, check_space, parse_space
 from greenai.sweep.stopping import FailureBudget, stop_reason
 from greenai.sweep.study import FINISHED, WAIT_SECONDS, SweepStudy, existing_trials
-from greenai.sweep.study_link import make_pruner
-from greenai.sweep_folder import SweepFolder
-from greenai.sweep_identity import SWEEPER_TARGET, study_name
+from greenai.trial.study_link import make_pruner
+from greenai.trial.sweep_identity import SWEEPER_TARGET, study_name
 
 log = logging.getLogger(__name__)
 # The plugin's keys that greenai reads from `sweep.*` instead, so that the sweeper and every

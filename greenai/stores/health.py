@@ -17,9 +17,9 @@ from importlib import metadata
 from pathlib import Path
 from urllib.parse import quote
 
-from greenai import store_waits
 from greenai.errors import ConfigError
-from greenai.redaction import redact
+from greenai.stores import waits as store_waits
+from greenai.stores.redaction import redact
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 # The store each key takes, and a table only that kind of store has.

@@ -21,19 +21,21 @@ import torch
 from mlflow.entities import Metric
 from omegaconf import DictConfig, OmegaConf
 
-from greenai import devices, models, names, tracking
+from greenai import names
 from greenai.config import without_hydra
-from greenai.energy import Meter
-from greenai.full_disk import folder_full
-from greenai.idle import IdlePower
-from greenai.job import JobContext
-from greenai.loop import EpochResult, format_progress
-from greenai.owner import owner_id
-from greenai.redaction import redact, redact_text
-from greenai.store_waits import StoreFull
-from greenai.stores import StoreURL
-from greenai.sweep.study_link import StudyLink
-from greenai.trial import TrialFigures, epoch_metrics
+from greenai.energy.idle import IdlePower
+from greenai.energy.meters import Meter
+from greenai.stores import tracking
+from greenai.stores.full_disk import folder_full
+from greenai.stores.owner import owner_id
+from greenai.stores.redaction import redact, redact_text
+from greenai.stores.url import StoreURL
+from greenai.stores.waits import StoreFull
+from greenai.training import devices, models
+from greenai.training.loop import EpochResult, format_progress
+from greenai.trial.figures import TrialFigures, epoch_metrics
+from greenai.trial.job import JobContext
+from greenai.trial.study_link import StudyLink
 
 log = logging.getLogger("greenai.train")
 VERSIONED = ("greenai", "torch", "torchvision", "zeus", "mlflow", "hydra-core", "optuna")

@@ -1,8 +1,8 @@
 """A disk that fills up under one of greenai's stores or Hydra's output folder.
 
 Writing to a full disk fails the same way every time, so nothing waits for it: the MLflow and
-Optuna stores' calls fail at once with StoreFull naming the store (greenai.store_waits). A
-trial that hits it keeps what the other store can still take (greenai.trial_record), a sweep
+Optuna stores' calls fail at once with StoreFull naming the store (greenai.stores.waits). A
+trial that hits it keeps what the other store can still take (greenai.trial.record), a sweep
 launches no further trial (greenai.sweep.sweeper), and the command ends with one line naming
 the store and the file and saying how to go on (`stop_line`), exit status 3. Hydra's output
 folder is no store greenai opens: a full disk there shows as an OSError from a file greenai or
@@ -20,9 +20,9 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from greenai import store_waits
 from greenai.errors import EXIT_STORE_FULL, fail
-from greenai.store_waits import StoreFull
+from greenai.stores import waits as store_waits
+from greenai.stores.waits import StoreFull
 
 
 def folder_full(

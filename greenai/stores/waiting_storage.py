@@ -1,6 +1,6 @@
 """An Optuna storage that waits for its database instead of failing the trial.
 
-Every call goes through greenai.store_waits: one that fails because the sqlite file is locked
+Every call goes through greenai.stores.waits: one that fails because the sqlite file is locked
 by another process, or because the database server does not answer (PostgreSQL restarting),
 is tried again until the store answers or its budget runs out. The per-epoch writes of a
 training job (user attributes such as energy_j, intermediate values) do not wait while the
@@ -23,8 +23,8 @@ from optuna.storages import BaseStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import TrialState
 
-from greenai import store_waits
-from greenai.store_waits import Store, fault_of
+from greenai.stores import waits as store_waits
+from greenai.stores.waits import Store, fault_of
 
 T = TypeVar("T")
 # Written each epoch by a training job and read only by the sweeper's budget and the pruner:

@@ -20,8 +20,8 @@ from pathlib import Path
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from greenai.locks import file_lock, postgres_lock
-from greenai.redaction import redact
+from greenai.stores.locks import file_lock, postgres_lock
+from greenai.stores.redaction import redact
 
 JOURNAL = "journal:"
 LOCK_SUFFIX = ".greenai-lock"

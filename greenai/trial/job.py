@@ -10,8 +10,8 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from greenai.sweep_folder import SweepFolder
-from greenai.sweep_identity import searcher_name
+from greenai.stores.sweep_folder import SweepFolder
+from greenai.trial.sweep_identity import searcher_name
 
 
 def discard_run_folder() -> None:

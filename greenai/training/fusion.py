@@ -59,12 +59,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from greenai import models
 from greenai.config import TrainConfig
-from greenai.data import DeviceData
-from greenai.energy import Meter
+from greenai.energy.meters import Meter
 from greenai.errors import ConfigError
-from greenai.loop import EVAL_BATCH, DivergedError, EpochResult, Hyperparameters
+from greenai.training import models
+from greenai.training.data import DeviceData
+from greenai.training.loop import EVAL_BATCH, DivergedError, EpochResult, Hyperparameters
 
 # Member-images per no-grad evaluation chunk: every member evaluates the same test images, so a
 # chunk of EVAL_MEMBER_IMAGES // K images keeps the work per chunk about constant as K grows.

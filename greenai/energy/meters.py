@@ -32,7 +32,7 @@ from typing import Protocol
 import torch
 
 from greenai.config import EnergyBackend, EnergyConfig
-from greenai.counters import ZeusCounters, update_period
+from greenai.energy.counters import ZeusCounters, update_period
 from greenai.errors import EnergyError
 
 log = logging.getLogger(__name__)

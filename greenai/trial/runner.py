@@ -1,7 +1,7 @@
 """Training prepared trials: one alone (its repeats one after another), or many fused.
 
 Fused, every repeat of every trial in a group of one architecture is a member of one grouped
-model (greenai.fusion), and every trial stays a first-class trial: its own MLflow run with
+model (greenai.training.fusion), and every trial stays a first-class trial: its own MLflow run with
 per-epoch metrics, its own Optuna trial told its own result.
 
 - A trial with `repeats=R` contributes R members (seeds seed .. seed+R-1); member r's epoch e is
@@ -23,13 +23,13 @@ from typing import Any
 
 import optuna
 
-from greenai import fusion
-from greenai.loop import EpochResult
-from greenai.store_waits import StoreFull
-from greenai.sweep.study_link import Pruned, PrunedAt
-from greenai.trial import hyperparameters, run_repeats
-from greenai.trial_record import TrialRecord, add_to_sweep_totals, job_return, objective, spent
-from greenai.trial_setup import TrialSetup
+from greenai.stores.waits import StoreFull
+from greenai.training import fusion
+from greenai.training.loop import EpochResult
+from greenai.trial.figures import hyperparameters, run_repeats
+from greenai.trial.record import TrialRecord, add_to_sweep_totals, job_return, objective, spent
+from greenai.trial.setup import TrialSetup
+from greenai.trial.study_link import Pruned, PrunedAt
 
 log = logging.getLogger("greenai.train")
 

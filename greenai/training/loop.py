@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from greenai.data import DeviceData
-from greenai.energy import Measurement, Meter
+from greenai.energy.meters import Measurement, Meter
 from greenai.errors import GreenAIError
+from greenai.training.data import DeviceData
 
 EVAL_BATCH = 4096
 

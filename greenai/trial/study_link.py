@@ -22,10 +22,10 @@ from optuna.storages import BaseStorage
 from greenai import names
 from greenai.config import SweepConfig
 from greenai.errors import GreenAIError, failure_reason
-from greenai.owner import owner_id
-from greenai.stores import StoreURL
-from greenai.sweep.patient_storage import unless_away
-from greenai.sweep.storage import make_storage, record_heartbeat, trial_id
+from greenai.stores.owner import owner_id
+from greenai.stores.study_storage import make_storage, record_heartbeat, trial_id
+from greenai.stores.url import StoreURL
+from greenai.stores.waiting_storage import unless_away
 
 
 class Pruned(optuna.TrialPruned):

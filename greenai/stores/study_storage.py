@@ -4,7 +4,7 @@ Database storages get Optuna's heartbeats: the job that trains a trial records o
 starts and after every epoch, and the sweeper fails (and queues again, once) a trial whose
 heartbeat is older than `sweep.heartbeat_grace_seconds` — a trial whose node died on another
 host is not left RUNNING for ever. Optuna's journal storage has no heartbeats: there only the
-process check of this host (`greenai.owner`) finds dead trials, and a trial of another host
+process check of this host (`greenai.stores.owner`) finds dead trials, and a trial of another host
 stays RUNNING until its job's launcher reports it lost.
 """
 
@@ -23,8 +23,8 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial
 
 from greenai import names
-from greenai.stores import StoreURL
-from greenai.sweep.patient_storage import patient
+from greenai.stores.url import StoreURL
+from greenai.stores.waiting_storage import patient
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def deliberate_use() -> Iterator[None]:
 
 
 # sqlite waits this long for another writer's lock before a call fails ("database is locked");
-# greenai.store_waits then says once that it waits, and tries again up to its busy budget
+# greenai.stores.waits then says once that it waits, and tries again up to its busy budget
 # (GREENAI_STORE_BUSY_SECONDS, 120 s), so several workers can share one study file.
 SQLITE_BUSY_SECONDS = 5
 # Optuna only uses the interval inside study.optimize, which greenai does not call; jobs record
@@ -68,7 +68,7 @@ def make_storage(store: StoreURL, grace_seconds: int = 600) -> BaseStorage:
     workers starting together on a fresh database would otherwise race on creating its tables."""
     if store.url not in _STORAGES:
         with store.lock("create"), deliberate_use():
-            # A database that is locked or away is waited for (greenai.sweep.patient_storage).
+            # A database that is locked or away is waited for (greenai.stores.waiting_storage).
             _STORAGES[store.url] = patient(lambda: _new_storage(store, grace_seconds), store.url)
     return _STORAGES[store.url]
 

@@ -11,18 +11,18 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig
 
-from greenai import data, devices, models
 from greenai.config import TrainConfig
-from greenai.energy import Meter, make_meter
-from greenai.idle import IdlePower, idle_power
-from greenai.job import JobContext
-from greenai.preflight import check_job
-from greenai.reachability import check_reachable
-from greenai.stores import StoreURL
-from greenai.sweep import packing
-from greenai.sweep.study_link import StudyLink
-from greenai.trial import TrialFigures
-from greenai.trial_record import TrialRecord, run_tags
+from greenai.energy.idle import IdlePower, idle_power
+from greenai.energy.meters import Meter, make_meter
+from greenai.stores.reachability import check_reachable
+from greenai.stores.url import StoreURL
+from greenai.training import data, devices, models
+from greenai.trial import packed
+from greenai.trial.figures import TrialFigures
+from greenai.trial.job import JobContext
+from greenai.trial.preflight import check_job
+from greenai.trial.record import TrialRecord, run_tags
+from greenai.trial.study_link import StudyLink
 
 log = logging.getLogger("greenai.train")
 
@@ -69,7 +69,7 @@ def prepare(cfg: DictConfig) -> TrialSetup:
     # Before the data is loaded: in a sweep the callback measured it already on this host.
     idle = idle_power(meter, config.energy.idle_seconds, job.sweep_folder)
     dataset = data.load(config.dataset, device)
-    timeline = packing.timeline_meter(cfg, job.sweep_folder, config.sweep.trial_number, device)
+    timeline = packed.timeline_meter(cfg, job.sweep_folder, config.sweep.trial_number, device)
     if timeline is not None:
         timeline.note(train_images=len(dataset.y_train), idle_w=idle.watts if idle else None)
         meter = timeline

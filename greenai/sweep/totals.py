@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from greenai.run_rows import TrialRow
+from greenai.stores.run_rows import TrialRow
 
 
 def scored(rows: Sequence[TrialRow]) -> list[TrialRow]:

@@ -9,9 +9,9 @@ import urllib.request
 from pathlib import Path
 
 from greenai.errors import ConfigError
-from greenai.redaction import redact
-from greenai.store_health import check_store
-from greenai.stores import StoreURL
+from greenai.stores.health import check_store
+from greenai.stores.redaction import redact
+from greenai.stores.url import StoreURL
 
 TIMEOUT_SECONDS = 5
 

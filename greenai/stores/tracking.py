@@ -23,10 +23,12 @@ from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking.context.registry import resolve_tags
 
-from greenai import names, spool, store_waits
+from greenai import names
 from greenai.errors import Interrupted, failure_reason
-from greenai.owner import owner_alive
-from greenai.stores import StoreURL
+from greenai.stores import spool
+from greenai.stores import waits as store_waits
+from greenai.stores.owner import owner_alive
+from greenai.stores.url import StoreURL
 
 log = logging.getLogger(__name__)
 logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -40,7 +42,7 @@ MODEL_TRAINING = "custom_model_development"
 
 
 def with_retries(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run an MLflow call, waiting (greenai.store_waits) while sqlite says "database is locked"
+    """Run an MLflow call, waiting (greenai.stores.waits) while sqlite says "database is locked"
     (several workers writing one store): a locked write was rolled back, so trying again is safe."""
     store = store_waits.Store("tracking.uri", getattr(getattr(call, "__self__", None), "tracking_uri", "?"))
     return store_waits.retry(functools.partial(call, *args, **kwargs), store, ("busy",))
@@ -80,7 +82,7 @@ def client(store: StoreURL | str) -> Any:
             created = MlflowClient(tracking_uri=store.url)
             if not spool.spools(store.url):  # a server's store is the server's business
                 created.search_experiments(max_results=1)  # creates and migrates the store now
-        # A tracking server that goes away: writes wait in a local spool (greenai.spool).
+        # A tracking server that goes away: writes wait in a local spool (greenai.stores.spool).
         _CLIENTS[store.url] = spool.spooling(RetryingClient(created), store.url)
         close_dead_runs(_CLIENTS[store.url])
     return _CLIENTS[store.url]

@@ -5,7 +5,7 @@ console. Once that disk is full, Python's logging prints each record it cannot w
 traceback ("--- Logging error ---"): hundreds of them in a sweep. A guarded file handler stops
 at the first full-disk error instead: it says so once on the console, which keeps every line,
 and writes nothing more; the command then ends with the one line naming the full folder
-(greenai.full_disk). Other errors of a log file are Python's business, as before.
+(greenai.stores.full_disk). Other errors of a log file are Python's business, as before.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from greenai.full_disk import folder_full, output_folder
-from greenai.store_waits import StoreFull
+from greenai.stores.full_disk import folder_full, output_folder
+from greenai.stores.waits import StoreFull
 
 log = logging.getLogger(__name__)
 _GUARDED = "_greenai_full_disk_guard"

@@ -9,14 +9,13 @@ loads its data. The paper said it subtracted idle energy; its code did not.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
-from greenai.energy import Meter, Source
-from greenai.locks import file_lock
-from greenai.sweep_folder import SweepFolder, write_atomic
+from greenai.energy.meters import Meter, Source
 
 log = logging.getLogger(__name__)
 THROWAWAY_SECONDS = 0.2
@@ -44,26 +43,28 @@ def measure_idle_power(meter: Meter, seconds: float) -> IdlePower:
     return IdlePower((reading.total_j or 0.0) / reading.seconds, reading.source, reading.seconds)
 
 
-def idle_power(meter: Meter, seconds: float, folder: SweepFolder | None = None) -> IdlePower | None:
+class Shared(Protocol):
+    """Where processes of one sweep share a measurement (greenai.stores.sweep_folder.SweepFolder)."""
+
+    def once_per_host(self, kind: str, key: str, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]: ...
+
+
+def idle_power(meter: Meter, seconds: float, shared: Shared | None = None) -> IdlePower | None:
     """Idle power for this process's devices: measured here (single runs), or once per sweep
-    and host and shared through the sweep folder, the first process to get there measuring
-    while the others wait for its file."""
+    and host and shared (through the sweep folder), the first process to get there measuring
+    while the others wait for its result."""
     if seconds <= 0 or meter.source is Source.off:
         return None
     if meter.source is Source.estimated:
         # The estimate counts this process's busy CPU time only: its idle power is zero by construction.
         return IdlePower(0.0, Source.estimated, 0.0)
-    if folder is None:
+    if shared is None:
         return measure_idle_power(meter, seconds)
-    path = folder.idle_file(meter.description)
-    with file_lock(path.with_name(path.name + ".lock")):
-        if not path.is_file():
-            measured = measure_idle_power(meter, seconds)
-            write_atomic(
-                path,
-                json.dumps({"watts": measured.watts, "source": measured.source.value, "seconds": measured.seconds}),
-            )
-            log.info("idle power %.1f W (%s, %.1f s)", measured.watts, meter.description, measured.seconds)
-            return measured
-    saved = json.loads(path.read_text())
+
+    def measure() -> dict[str, Any]:
+        measured = measure_idle_power(meter, seconds)
+        log.info("idle power %.1f W (%s, %.1f s)", measured.watts, meter.description, measured.seconds)
+        return {"watts": measured.watts, "source": measured.source.value, "seconds": measured.seconds}
+
+    saved = shared.once_per_host("idle", meter.description, measure)
     return IdlePower(saved["watts"], Source(saved["source"]), saved["seconds"])

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from greenai import models
 from greenai.config import TrainConfig
-from greenai.data import DeviceData
-from greenai.energy import Measurement, Meter, Source, combined_source
-from greenai.idle import IdlePower
-from greenai.loop import EpochResult, Hyperparameters, applied_hyperparameters, fit, make_optimizer
+from greenai.energy.idle import IdlePower
+from greenai.energy.meters import Measurement, Meter, Source, combined_source
+from greenai.training import models
+from greenai.training.data import DeviceData
+from greenai.training.loop import EpochResult, Hyperparameters, applied_hyperparameters, fit, make_optimizer
 
 
 @dataclass

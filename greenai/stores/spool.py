@@ -49,9 +49,9 @@ from mlflow.entities import Metric, Param, Run, RunData, RunInfo, RunTag
 from mlflow.exceptions import MlflowException
 
 from greenai.errors import causes
-from greenai.locks import file_lock
-from greenai.owner import owner_alive
-from greenai.redaction import redact
+from greenai.stores.locks import file_lock
+from greenai.stores.owner import owner_alive
+from greenai.stores.redaction import redact
 
 log = logging.getLogger(__name__)
 

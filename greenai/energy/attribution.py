@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
-from greenai.counters import Reading
+from greenai.energy.counters import Reading
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from greenai.locks import file_lock
+from greenai.stores.locks import file_lock
 
 META = ".greenai"
 RESULTS = "optimization_results.yaml"
@@ -45,15 +46,26 @@ class SweepFolder:
     def parent_run_id(self) -> str | None:
         return self._parent_file.read_text().strip() if self._parent_file.is_file() else None
 
-    # ------------------------------------------------------------ idle power, per host and meter
+    # ------------------------------------------------------------ measurements made once per host
 
-    def idle_file(self, meter_description: str) -> Path:
-        safe = meter_description.replace("/", "_").replace(" ", "_")[:80]
-        return self.meta / f"idle-{socket.gethostname()}-{safe}.json"
+    def _host_file(self, kind: str, key: str) -> Path:
+        safe = key.replace("/", "_").replace(" ", "_")[:80]
+        return self.meta / f"{kind}-{socket.gethostname()}-{safe}.json"
 
-    def idle_measurements(self) -> list[tuple[str, dict[str, Any]]]:
-        """(file name, saved measurement) for every host that measured idle power."""
-        return [(p.name, json.loads(p.read_text())) for p in sorted(self.meta.glob("idle-*.json"))]
+    def once_per_host(self, kind: str, key: str, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """What `measure` returned, measured once per sweep, host, kind and key: the first process
+        to get here measures (under the file's lock) while the others wait, then read its file."""
+        path = self._host_file(kind, key)
+        with file_lock(path.with_name(path.name + ".lock")):
+            if not path.is_file():
+                measured = measure()
+                write_atomic(path, json.dumps(measured))
+                return measured
+        return json.loads(path.read_text())
+
+    def host_measurements(self, kind: str) -> list[tuple[str, dict[str, Any]]]:
+        """(file name, saved measurement) for every host that measured `kind`."""
+        return [(p.name, json.loads(p.read_text())) for p in sorted(self.meta.glob(f"{kind}-*.json"))]
 
     # ------------------------------------------------------------ packed trials' counter timelines
 

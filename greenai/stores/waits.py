@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from greenai.errors import GreenAIError, causes
-from greenai.redaction import redact
+from greenai.stores.redaction import redact
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
