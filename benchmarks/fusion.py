@@ -61,9 +61,7 @@ def alone(member: fusion.Member, tensors: data.DeviceData, epochs: int, meter: e
     start = time.perf_counter()
     net = fusion.alone_model(SPEC, member.seed).to(tensors.x_train.device)
     optimizer = make_optimizer(net, member.hyperparameters)
-    results = fit(
-        net, optimizer, tensors, epochs=epochs, batch_size=BATCH, seed=member.seed, meter=meter, on_epoch=lambda _: None
-    )
+    results = fit(net, optimizer, tensors, epochs=epochs, batch_size=BATCH, seed=member.seed, meter=meter).epochs
     return Spent(time.perf_counter() - start, window_joules(results), [results[-1].test_accuracy])
 
 

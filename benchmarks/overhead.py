@@ -40,7 +40,7 @@ def bare_loop(trials: int, train_size: int, cache: str) -> None:
         torch.manual_seed(seed)
         model = models.build(models.ArchitectureSpec(ModelName.simplecnn, (1, 28, 28), 2, 3))
         opt = make_optimizer(model, Hyperparameters(1e-3, 0.9, 0.999, 1e-8, 0.0))
-        fit(model, opt, tensors, epochs=1, batch_size=512, seed=seed, meter=OffMeter(), on_epoch=lambda r: None)
+        fit(model, opt, tensors, epochs=1, batch_size=512, seed=seed, meter=OffMeter())
 
 
 def bare_group(trials: int, train_size: int, cache: str, epochs: int) -> None:

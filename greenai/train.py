@@ -1,5 +1,5 @@
 """`python -m greenai.train` (`greenai-train`): the Hydra entry point. It composes, wires the
-rooms together, trains, and returns the metric the sweeper optimises: test accuracy, or
+layers together (trial setup, records, runner), trains, and returns the metric the sweeper optimises: test accuracy, or
 (accuracy, energy in J) for `objective=accuracy_energy`.
 """
 
@@ -21,9 +21,9 @@ from greenai.sweep.fused_launcher import register as register_fused_launcher
 from greenai.sweep.sweeper import register as register_sweeper
 from greenai.training import devices
 from greenai.trial.job import JobContext, discard_run_folder
+from greenai.trial.outcome import PrunedAt, job_return
 from greenai.trial.runner import PreparedTrial, run_alone, run_fused
 from greenai.trial.setup import open_record, prepare
-from greenai.trial.study_link import PrunedAt
 
 log = logging.getLogger("greenai.train")
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -35,12 +35,9 @@ devices.register_resolvers()
 
 def train(cfg: DictConfig) -> float | tuple[float, float] | PrunedAt:
     setup = prepare(cfg)
-    trial = PreparedTrial(setup, open_record(setup, cfg))
+    trial = PreparedTrial(setup, open_record(setup))
     fused = setup.fused and setup.config.repeats > 1
-    returned = run_fused([trial])[0] if fused else run_alone(trial)
-    if isinstance(returned, BaseException):
-        raise returned
-    return returned
+    return job_return(run_fused([trial])[0] if fused else run_alone(trial))
 
 
 # Targets a greenai config may instantiate: our own classes, Hydra's plugins (sweepers,

@@ -19,7 +19,7 @@ from greenai.energy.meters import Measurement, OffMeter, Source, combined_source
 from greenai.errors import ConfigError
 from greenai.training import fusion, models
 from greenai.training.data import DeviceData
-from greenai.training.loop import Hyperparameters, fit, make_optimizer
+from greenai.training.loop import Hyperparameters, RunState, fit, make_optimizer
 
 REPO = Path(__file__).resolve().parent.parent
 TOLERANCE = 1e-6  # relative: the contract of issue 12, in float64 on the CPU
@@ -47,10 +47,10 @@ def memory_data(train: int = 200, test: int = 100, dtype: torch.dtype = torch.fl
 
 
 def alone(spec, member, data, epochs, batch_size=50):
-    """The unfused path of trial.run_repeats: seed, build, loop.make_optimizer, loop.fit."""
+    """The unfused path of trial.runner.train_repeats: seed, build, loop.make_optimizer, loop.fit."""
     net = fusion.alone_model(spec, member.seed).to(data.x_train.dtype)
     optimizer = make_optimizer(net, member.hyperparameters)
-    results = fit(
+    run = fit(
         net,
         optimizer,
         data,
@@ -58,9 +58,9 @@ def alone(spec, member, data, epochs, batch_size=50):
         batch_size=batch_size,
         seed=member.seed,
         meter=OffMeter(),
-        on_epoch=lambda _: None,
     )
-    return net, results
+    assert run.state is RunState.finished
+    return net, run.epochs
 
 
 def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -94,7 +94,7 @@ def test_every_member_trains_exactly_as_it_would_alone(spec):
     for member, run in enumerate(runs):
         net, results = alone(spec, MEMBERS[member], data, epochs=3)
         fused = group.member_model(member)
-        assert run.state is fusion.MemberState.finished and len(run.epochs) == 3
+        assert run.state is RunState.finished and len(run.epochs) == 3
         assert state_difference(net, fused) <= TOLERANCE and figures_difference(results, run.epochs) <= TOLERANCE
         # The comparison means something only if training moved the weights far beyond it.
         start = fusion.alone_model(spec, MEMBERS[member].seed).double()
@@ -137,10 +137,10 @@ def test_a_member_trains_the_same_whether_or_not_another_is_dropped_midway():
         pruned, data, epochs=3, batch_size=50, meter=OffMeter(), on_epoch=prune_member_1_after_epoch_1
     )
     assert seen == [[0, 1, 2], [0, 2], [0, 2]] and pruned.active == [0, 2]
-    assert runs[1].state is fusion.MemberState.dropped and len(runs[1].epochs) == 1
+    assert runs[1].state is RunState.stopped and len(runs[1].epochs) == 1
     assert figures_difference(runs[1].epochs, kept_runs[1].epochs[:1]) <= TOLERANCE
     for member in (0, 2):
-        assert runs[member].state is fusion.MemberState.finished
+        assert runs[member].state is RunState.finished
         # Weights, Adam moments and BatchNorm statistics survived the drop: nothing drifts beyond
         # rounding (a group of another size rounds the conv biases' zero gradients differently).
         assert state_difference(kept.member_model(member), pruned.member_model(member)) <= TOLERANCE
@@ -157,12 +157,12 @@ def test_a_diverging_member_is_dropped_and_reported_while_the_others_go_on():
         group, data, epochs=2, batch_size=50, meter=OffMeter(), on_epoch=lambda r: hook_saw.append(sorted(r))
     )
     assert hook_saw == [[0, 1, 2], [0, 2]], "the hook sees the diverged epoch, so its energy is logged"
-    assert runs[1].state is fusion.MemberState.diverged and len(runs[1].epochs) == 1
+    assert runs[1].state is RunState.diverged and len(runs[1].epochs) == 1
     assert str(runs[1].error) == "training loss became nan in epoch 1: the run diverged (try a smaller lr)"
     twins = fusion.FusedGroup(SIMPLECNN, [MEMBERS[0], MEMBERS[2]], dtype=torch.float64)
     twin_runs = fusion.fit_group(twins, data, epochs=2, batch_size=50, meter=OffMeter())
     for member, twin in ((0, 0), (2, 1)):
-        assert runs[member].state is fusion.MemberState.finished and runs[member].error is None
+        assert runs[member].state is RunState.finished and runs[member].error is None
         assert state_difference(group.member_model(member), twins.member_model(twin)) <= TOLERANCE
         assert figures_difference(runs[member].epochs, twin_runs[twin].epochs) <= TOLERANCE
 
@@ -171,7 +171,7 @@ def test_every_members_hyperparameters_are_read_back_from_the_optimiser():
     group = fusion.FusedGroup(DENSEPOLY, MEMBERS)
     for member, spec_member in enumerate(MEMBERS):
         hp = spec_member.hyperparameters
-        assert group.hyperparameters(member) == {
+        assert group.hyperparameters(member).params() == {
             "adam.lr": hp.lr,
             "adam.beta1": hp.beta1,
             "adam.beta2": hp.beta2,
@@ -179,8 +179,8 @@ def test_every_members_hyperparameters_are_read_back_from_the_optimiser():
             "adam.weight_decay": hp.weight_decay,
         }
     group.drop([0])
-    assert fusion.member_hyperparameters(group.optimizer, 0)["adam.lr"] == MEMBERS[1].hyperparameters.lr
-    assert group.hyperparameters(2)["adam.beta2"] == MEMBERS[2].hyperparameters.beta2
+    assert group.optimizer.applied(0).params()["adam.lr"] == MEMBERS[1].hyperparameters.lr
+    assert group.hyperparameters(2).params()["adam.beta2"] == MEMBERS[2].hyperparameters.beta2
     with pytest.raises(ValueError, match="member 0 is not in the group"):
         group.hyperparameters(0)
 

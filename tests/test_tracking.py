@@ -7,7 +7,7 @@ import pytest
 from greenai import names
 from greenai.stores import redaction, tracking
 from greenai.stores.url import StoreURL
-from greenai.trial.study_link import Pruned
+from greenai.trial.outcome import Pruned
 
 
 @pytest.fixture
@@ -113,14 +113,10 @@ def test_logged_lines_never_carry_a_password(capsys):
 
 
 def test_params_hide_passwords_in_store_urls():
-    from omegaconf import OmegaConf
-
     from greenai.trial.record import flat_params
 
-    cfg = OmegaConf.create(
-        {"tracking": {"uri": "postgresql://u:pw@db/m"}, "sweep": {"storage": "mysql://v:pw2@db/o"}, "lr": 0.1}
-    )
-    flat = flat_params(cfg)
+    tree = {"tracking": {"uri": "postgresql://u:pw@db/m"}, "sweep": {"storage": "mysql://v:pw2@db/o"}, "lr": 0.1}
+    flat = flat_params(tree)
     assert flat["tracking.uri"] == "postgresql://u:***@db/m" and flat["sweep.storage"] == "mysql://v:***@db/o"
 
 

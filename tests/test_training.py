@@ -10,8 +10,31 @@ from greenai.energy.meters import EstimateMeter, OffMeter, Source
 from greenai.train import CONF_DIR
 from greenai.training import data
 from greenai.training.loop import DivergedError, format_progress
-from greenai.trial.figures import TrialFigures, run_repeats
+from greenai.trial.figures import TrialFigures
+from greenai.trial.outcome import Failed, Finished
 from greenai.trial.preflight import check_job
+from greenai.trial.runner import train_repeats
+
+
+class Recorder:
+    """What TrialRecord keeps of a trial, without the stores: its figures, every epoch by step,
+    the optimiser's values; it never prunes."""
+
+    def __init__(self, train_images: int) -> None:
+        self.figures = TrialFigures(train_images=train_images)
+        self.steps: list[int] = []
+        self.applied = None
+
+    def optimizer(self, applied) -> None:
+        self.applied = applied.params()
+
+    def epoch(self, step, result) -> bool:
+        self.figures.epochs.append(result)
+        self.steps.append(step)
+        return False
+
+    def repeat_done(self, accuracy) -> None:
+        self.figures.accuracies.append(accuracy)
 
 
 def trial(fashion_root, tmp_path, *overrides: str):
@@ -23,22 +46,12 @@ def trial(fashion_root, tmp_path, *overrides: str):
     config, spec = check_job(cfg)
     data._LOADED.clear()
     dataset = data.load(config.dataset, torch.device("cpu"))
-    figures = TrialFigures(train_images=len(dataset.y_train))
-    seen: dict = {"epochs": [], "optimizer": None}
-
-    def on_optimizer(values):
-        seen["optimizer"] = values
-
-    run_repeats(
-        config,
-        spec,
-        dataset,
-        EstimateMeter(10.0),
-        figures,
-        lambda step, r: seen["epochs"].append((step, r)),
-        on_optimizer,
-    )
-    return figures, seen
+    record = Recorder(len(dataset.y_train))
+    outcome = train_repeats(config, spec, dataset, EstimateMeter(10.0), record)
+    if isinstance(outcome, Failed):
+        raise outcome.error
+    assert isinstance(outcome, Finished) and outcome.values == (record.figures.accuracy,)
+    return record.figures, {"epochs": record.steps, "optimizer": record.applied}
 
 
 def test_every_tuned_hyperparameter_reaches_the_optimiser(fashion_root, tmp_path):
@@ -62,12 +75,12 @@ def test_optimizer_read_back_is_what_adam_holds():
     opt = make_optimizer(net, Hyperparameters(0.5, 0.6, 0.7, 1e-5, 0.1))
     group = opt.param_groups[0]
     assert (group["lr"], group["betas"], group["eps"], group["weight_decay"]) == (0.5, (0.6, 0.7), 1e-5, 0.1)
-    assert applied_hyperparameters(opt)["adam.beta2"] == 0.7
+    assert applied_hyperparameters(opt).params()["adam.beta2"] == 0.7
 
 
 def test_training_learns_and_reports_every_epoch(fashion_root, tmp_path):
     figures, seen = trial(fashion_root, tmp_path, "epochs=3", "batch_size=32", "lr=0.003")
-    assert [step for step, _ in seen["epochs"]] == [1, 2, 3]
+    assert seen["epochs"] == [1, 2, 3]
     assert figures.accuracy > 0.5, "the bands in the test images are easy to learn"
     metrics = figures.metrics()
     assert metrics["epochs_run"] == 3 and metrics["train_energy_j"] > 0
@@ -86,7 +99,7 @@ def test_same_seed_same_result_other_seed_other_result(fashion_root, tmp_path):
 
 def test_repeats_average_accuracy_and_sum_energy(fashion_root, tmp_path):
     figures, seen = trial(fashion_root, tmp_path, "epochs=2", "repeats=3", "batch_size=64")
-    assert len(figures.accuracies) == 3 and [s for s, _ in seen["epochs"]] == [1, 2, 3, 4, 5, 6]
+    assert len(figures.accuracies) == 3 and seen["epochs"] == [1, 2, 3, 4, 5, 6]
     assert figures.accuracy == pytest.approx(sum(figures.accuracies) / 3)
     assert figures.metrics()["train_energy_j"] == pytest.approx(sum(e.train.total_j for e in figures.epochs))
 
@@ -110,7 +123,8 @@ def test_energy_off_leaves_energy_figures_empty(fashion_root, tmp_path):
         )
     config, spec = check_job(cfg)
     dataset = data.load(config.dataset, torch.device("cpu"))
-    figures = TrialFigures(train_images=len(dataset.y_train))
-    run_repeats(config, spec, dataset, OffMeter(), figures, lambda *_: None, lambda _: None)
+    record = Recorder(len(dataset.y_train))
+    train_repeats(config, spec, dataset, OffMeter(), record)
+    figures = record.figures
     metrics = figures.metrics()
     assert metrics["energy_j"] is None and metrics["train_seconds"] > 0 and figures.source is Source.off

@@ -58,7 +58,7 @@ def prepare_trial(cfg: DictConfig) -> Any:
     redact_logs()
     guard_log_files()
     setup = prepare(cfg)
-    return PreparedTrial(setup, open_record(setup, cfg))
+    return PreparedTrial(setup, open_record(setup))
 
 
 class FusedLauncher(Launcher):
@@ -166,7 +166,9 @@ def _plain_value(override: Override, template: DictConfig) -> bool:
 
 def _settle(returned: JobReturn, outcome: Any) -> None:
     """The job's result: its value, or the exception that failed it (re-raised by return_value)."""
-    if isinstance(outcome, BaseException):
-        returned.status, returned._return_value = JobStatus.FAILED, outcome
+    from greenai.trial.outcome import Failed, job_return
+
+    if isinstance(outcome, Failed):
+        returned.status, returned._return_value = JobStatus.FAILED, outcome.error
     else:
-        returned.status, returned._return_value = JobStatus.COMPLETED, outcome
+        returned.status, returned._return_value = JobStatus.COMPLETED, job_return(outcome)

@@ -38,8 +38,8 @@ from greenai.stores.waits import StoreFull
 from greenai.sweep.sweeper import check_sweep
 from greenai.sweep.totals import sweep_summary
 from greenai.training.devices import pick_device
+from greenai.trial.outcome import Pruned
 from greenai.trial.preflight import check_jobs, job_override_lists
-from greenai.trial.study_link import Pruned
 from greenai.trial.sweep_identity import is_greenai_sweep, searcher_name, study_name
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,8 @@ from greenai.stores.owner import owner_alive, owner_id
 from greenai.stores.redaction import redact
 from greenai.stores.study_storage import deliberate_use, make_storage, study_trials, trial_id
 from greenai.stores.url import StoreURL
-from greenai.trial.study_link import PrunedAt, tell
+from greenai.trial.outcome import PrunedAt
+from greenai.trial.study_link import tell
 
 log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

@@ -30,8 +30,8 @@ trainable tensor of every member lives in ONE flat (K, n) buffer, member-major (
 parameters are views into it), and `MemberAdam` updates that buffer with torch's Adam arithmetic
 (L2 weight decay added to the gradient, as torch.optim.Adam does) in about twenty tensor ops,
 with each member's lr, beta1, beta2, eps and weight decay as a (K, 1) column: the number of
-kernels per step depends neither on K nor on the number of layers. `member_hyperparameters`
-reads each member's values back from those columns, the very tensors the update uses.
+kernels per step depends neither on K nor on the number of layers. `MemberAdam.applied` reads
+each member's values back from those columns, the very tensors the update uses.
 
 Dropping a member (pruned, diverged) at an epoch boundary keeps the survivors' rows of every
 tensor (weights, Adam moments, BatchNorm running statistics): no operation mixes members, so the
@@ -50,10 +50,8 @@ buffer, which `.to()` or `.double()` would break), and it refuses those calls.
 from __future__ import annotations
 
 import copy
-import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import astuple, dataclass, field
-from enum import Enum
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import astuple, dataclass
 
 import torch
 from torch import nn
@@ -64,7 +62,7 @@ from greenai.energy.meters import Meter
 from greenai.errors import ConfigError
 from greenai.training import models
 from greenai.training.data import DeviceData
-from greenai.training.loop import EVAL_BATCH, DivergedError, EpochResult, Hyperparameters
+from greenai.training.loop import EVAL_BATCH, EpochHook, EpochResult, Hyperparameters, RunState, TrainingRun
 
 # Member-images per no-grad evaluation chunk: every member evaluates the same test images, so a
 # chunk of EVAL_MEMBER_IMAGES // K images keeps the work per chunk about constant as K grows.
@@ -344,23 +342,17 @@ class MemberAdam:
         denom = self.exp_avg_sq.sqrt().div_(bias_correction2_sqrt).add_(self._eps)
         flat.addcdiv_(self.exp_avg * -step_size, denom)
 
+    def applied(self, position: int) -> Hyperparameters:
+        """What the update really uses for the member at `position`, read back from its columns."""
+        values = (getattr(self, name)[position].item() for name in ("lr", "beta1", "beta2", "eps", "weight_decay"))
+        return Hyperparameters(*values)
+
     def keep(self, positions: Sequence[int]) -> None:
         """Keep the Adam state and hyperparameters of the members at `positions` only."""
         index = torch.tensor(list(positions), dtype=torch.long, device=self.exp_avg.device)
         for name in ("lr", "beta1", "beta2", "eps", "weight_decay", "exp_avg", "exp_avg_sq"):
             setattr(self, name, getattr(self, name).index_select(0, index))
         self._cast_columns()
-
-
-def member_hyperparameters(optimizer: MemberAdam, position: int) -> dict[str, float]:
-    """What the optimiser really holds for the member at `position`, with loop.applied_hyperparameters' keys."""
-    return {
-        "adam.lr": float(optimizer.lr[position]),
-        "adam.beta1": float(optimizer.beta1[position]),
-        "adam.beta2": float(optimizer.beta2[position]),
-        "adam.eps": float(optimizer.eps[position]),
-        "adam.weight_decay": float(optimizer.weight_decay[position]),
-    }
 
 
 # ---------------------------------------------------------------- a group of members
@@ -413,9 +405,9 @@ class FusedGroup:
         self.optimizer.keep(keep)
         self.active = [self.active[p] for p in keep]
 
-    def hyperparameters(self, member: int) -> dict[str, float]:
-        """Member's Adam values as the optimiser holds them (`adam.lr`, `adam.beta1`, ...)."""
-        return member_hyperparameters(self.optimizer, self.position(member))
+    def hyperparameters(self, member: int) -> Hyperparameters:
+        """Member's Adam values as the optimiser holds them."""
+        return self.optimizer.applied(self.position(member))
 
     def member_model(self, member: int) -> nn.Sequential:
         """A stand-alone copy of `member`'s network as it is now."""
@@ -482,27 +474,6 @@ def evaluate_group(model: FusedModel, x: torch.Tensor, y: torch.Tensor) -> tuple
     return [total / n for total in loss_sums.tolist()], [hits / n for hits in correct.tolist()]
 
 
-class MemberState(str, Enum):
-    finished = "finished"  # trained every epoch
-    dropped = "dropped"  # the epoch hook took it out (pruning, a budget)
-    diverged = "diverged"  # its training loss became NaN or infinite
-
-
-@dataclass
-class MemberRun:
-    """One member's record: every epoch it trained, how it ended, and the error if it diverged."""
-
-    member: int
-    epochs: list[EpochResult] = field(default_factory=list)
-    state: MemberState | None = None  # None until fit_group returns
-    error: DivergedError | None = None
-
-
-# Sees every active member's result for the epoch (by member id) and returns the members to drop
-# (or None). Raising stops the whole group, as a raising hook stops loop.fit.
-GroupHook = Callable[[Mapping[int, EpochResult]], Iterable[int] | None]
-
-
 def _epoch_results(
     group: FusedGroup, data: DeviceData, epoch: int, batch_size: int, meter: Meter
 ) -> dict[int, EpochResult]:
@@ -526,39 +497,28 @@ def fit_group(
     epochs: int,
     batch_size: int,
     meter: Meter,
-    on_epoch: GroupHook | None = None,
-) -> list[MemberRun]:
+    on_epoch: EpochHook | None = None,
+) -> list[TrainingRun]:
     """loop.fit for a group: per epoch one energy window around the group's training and one around
-    its evaluation, shared equally among the active members; one MemberRun per member, by id.
+    its evaluation, shared equally among the active members; one TrainingRun per member, by id.
 
     `on_epoch` sees every epoch of every active member, a diverged one included (so its energy is
-    logged), and returns the members to drop. A member whose training loss is NaN or infinite is
-    then dropped as diverged, with loop.fit's DivergedError message; the others train on. As in
-    loop.fit, a hook's stop wins over divergence in the same epoch.
+    logged), and returns the members to stop, as loop.fit's hook does. A member whose training
+    loss is NaN or infinite leaves the group as diverged; the others train on.
     """
-    runs = [MemberRun(member) for member in range(len(group.members))]
+    runs = [TrainingRun(member) for member in range(len(group.members))]
     for epoch in range(1, epochs + 1):
         if not group.active:
             break
         results = _epoch_results(group, data, epoch, batch_size, meter)
-        for member, result in results.items():
-            runs[member].epochs.append(result)
-        dropped = set((on_epoch(results) if on_epoch else None) or ())
-        unknown = dropped - set(results)
+        stopped = set((on_epoch(results) if on_epoch else None) or ())
+        unknown = stopped - set(results)
         if unknown:
-            raise ValueError(f"the epoch hook asked to drop members not in the group: {sorted(unknown)}")
-        for member in dropped:
-            runs[member].state = MemberState.dropped
-        for member, result in results.items():
-            if member not in dropped and not math.isfinite(result.train_loss):
-                runs[member].state = MemberState.diverged
-                # loop.fit's wording, so a fused trial fails with the same one-line reason.
-                runs[member].error = DivergedError(
-                    f"training loss became {result.train_loss} in epoch {epoch}: the run diverged (try a smaller lr)"
-                )
-        group.drop(member for member in results if runs[member].state is not None)
+            raise ValueError(f"the epoch hook asked to stop members not in the group: {sorted(unknown)}")
+        ended = [member for member, result in results.items() if runs[member].after_epoch(result, member in stopped)]
+        group.drop(ended)
     for member in group.active:
-        runs[member].state = MemberState.finished
+        runs[member].state = RunState.finished
     return runs
 
 

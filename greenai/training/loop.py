@@ -1,11 +1,18 @@
 """The training loop: epochs of index-drawn batches, an evaluation after each, energy windows
-around both, and a hook per epoch. It knows nothing of MLflow or Optuna."""
+around both, and a hook per epoch. It knows nothing of MLflow or Optuna.
+
+`fit` here and `fusion.fit_group` share one contract: the epoch hook sees each training's result
+by member id and returns the members to stop (pruning); each training ends `finished`,
+`stopped` or `diverged` (a NaN or infinite loss, with `DivergedError`'s one line), recorded in a
+`TrainingRun`. Neither raises to stop.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
 
 import torch
 from torch import nn
@@ -29,6 +36,10 @@ class Hyperparameters:
     eps: float
     weight_decay: float
 
+    def params(self) -> dict[str, float]:
+        """The run's params for values read back from a live optimiser (`adam.lr`, ...)."""
+        return {f"adam.{name}": float(value) for name, value in vars(self).items()}
+
 
 @dataclass(frozen=True)
 class EpochResult:
@@ -40,7 +51,38 @@ class EpochResult:
     eval: Measurement
 
 
-EpochHook = Callable[[EpochResult], None]
+class RunState(str, Enum):
+    finished = "finished"  # trained every epoch
+    stopped = "stopped"  # the epoch hook stopped it (pruning)
+    diverged = "diverged"  # its training loss became NaN or infinite
+
+
+@dataclass
+class TrainingRun:
+    """One training's record: every epoch it trained, how it ended, and the error if it diverged."""
+
+    member: int = 0
+    epochs: list[EpochResult] = field(default_factory=list)
+    state: RunState | None = None  # None while it trains
+    error: DivergedError | None = None
+
+    def after_epoch(self, result: EpochResult, stop: bool) -> bool:
+        """Record the epoch; whether the training ends with it. A hook's stop wins over divergence
+        in the same epoch (the trial is then pruned, not failed)."""
+        self.epochs.append(result)
+        if stop:
+            self.state = RunState.stopped
+        elif not math.isfinite(result.train_loss):
+            self.state = RunState.diverged
+            self.error = DivergedError(
+                f"training loss became {result.train_loss} in epoch {result.epoch}: the run diverged (try a smaller lr)"
+            )
+        return self.state is not None
+
+
+# Sees every active training's result for the epoch (by member id: 0 for `fit`) and returns the
+# members to stop, or None.
+EpochHook = Callable[[Mapping[int, EpochResult]], Iterable[int] | None]
 
 
 def make_optimizer(model: nn.Module, hp: Hyperparameters) -> torch.optim.Adam:
@@ -50,17 +92,12 @@ def make_optimizer(model: nn.Module, hp: Hyperparameters) -> torch.optim.Adam:
     )
 
 
-def applied_hyperparameters(optimizer: torch.optim.Optimizer) -> dict[str, float]:
-    """What the optimiser really holds, read back from it, for the run's params."""
+def applied_hyperparameters(optimizer: torch.optim.Optimizer) -> Hyperparameters:
+    """What the optimiser really holds, read back from it (the original study lost beta2 on
+    the way; the run's params show what reached the optimiser)."""
     group = optimizer.param_groups[0]
     beta1, beta2 = group["betas"]
-    return {
-        "adam.lr": float(group["lr"]),
-        "adam.beta1": float(beta1),
-        "adam.beta2": float(beta2),
-        "adam.eps": float(group["eps"]),
-        "adam.weight_decay": float(group["weight_decay"]),
-    }
+    return Hyperparameters(group["lr"], beta1, beta2, group["eps"], group["weight_decay"])
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
@@ -110,15 +147,14 @@ def fit(
     batch_size: int,
     seed: int,
     meter: Meter,
-    on_epoch: EpochHook,
-) -> list[EpochResult]:
+    on_epoch: EpochHook | None = None,
+) -> TrainingRun:
     """Train for `epochs`, measuring each epoch and each evaluation in its own energy window.
 
-    `on_epoch` sees every epoch, a diverged one included (so its energy is logged); a hook may
-    raise to stop training early (pruning). A NaN or infinite loss then raises DivergedError.
-    """
+    `on_epoch` sees every epoch, a diverged one included (so its energy is logged), as {0: result};
+    returning [0] stops the training (pruning). A NaN or infinite loss ends it as diverged."""
     generator = torch.Generator().manual_seed(seed)
-    results = []
+    run = TrainingRun()
     for epoch in range(1, epochs + 1):
         meter.begin("train")
         train_loss = train_epoch(model, optimizer, data, batch_size, generator)
@@ -127,13 +163,11 @@ def fit(
         test_loss, accuracy = evaluate(model, data.x_test, data.y_test)
         eval_energy = meter.end("eval")
         result = EpochResult(epoch, train_loss, test_loss, accuracy, train_energy, eval_energy)
-        results.append(result)
-        on_epoch(result)
-        if not math.isfinite(train_loss):
-            raise DivergedError(
-                f"training loss became {train_loss} in epoch {epoch}: the run diverged (try a smaller lr)"
-            )
-    return results
+        stop = 0 in set((on_epoch({0: result}) if on_epoch else None) or ())
+        if run.after_epoch(result, stop):
+            return run
+    run.state = RunState.finished
+    return run
 
 
 def format_progress(label: str, result: EpochResult, epochs: int, step: int | None = None) -> str:

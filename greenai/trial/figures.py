@@ -1,23 +1,18 @@
-"""One trial: `repeats` trainings of one configuration (seeds seed, seed+1, ...), and its figures.
+"""A trial's figures: what its `repeats` trainings (seeds seed, seed+1, ...) measured so far.
 
 Accuracy is the mean of the repeats' final test accuracy; energy and time are summed over them
 (the paper's RQ1 protocol: "each round's accuracy the mean over 8 repetitions"; README, "The paper's studies").
+The trial's record (greenai.trial.record) is their only writer.
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import torch
-
-from greenai.config import TrainConfig
 from greenai.energy.idle import IdlePower
-from greenai.energy.meters import Measurement, Meter, Source, combined_source
-from greenai.training import models
-from greenai.training.data import DeviceData
-from greenai.training.loop import EpochResult, Hyperparameters, applied_hyperparameters, fit, make_optimizer
+from greenai.energy.meters import Measurement, Source, combined_source
+from greenai.training.loop import EpochResult
 
 
 @dataclass
@@ -102,41 +97,3 @@ def epoch_metrics(result: EpochResult, idle: IdlePower | None = None) -> dict[st
         "eval_seconds_epoch": result.eval.charged,
         "eval_energy_j_epoch": result.eval.total_j,
     }
-
-
-def hyperparameters(cfg: TrainConfig) -> Hyperparameters:
-    return Hyperparameters(cfg.lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay)
-
-
-# Called with (global step, result); global step counts epochs across repeats, from 1.
-StepHook = Callable[[int, EpochResult], None]
-
-
-def run_repeats(
-    cfg: TrainConfig,
-    spec: models.ArchitectureSpec,
-    data: DeviceData,
-    meter: Meter,
-    figures: TrialFigures,
-    on_epoch: StepHook,
-    on_optimizer: Callable[[dict[str, float]], None],
-) -> TrialFigures:
-    """Train `cfg.repeats` times, filling `figures` as it goes (so a stopped trial keeps them)."""
-    device = data.x_train.device
-    for repeat in range(cfg.repeats):
-        seed = cfg.seed + repeat
-        torch.manual_seed(seed)
-        model = models.build(spec).to(device)
-        optimizer = make_optimizer(model, hyperparameters(cfg))
-        if repeat == 0:
-            on_optimizer(applied_hyperparameters(optimizer))
-
-        def hook(result: EpochResult, offset: int = repeat * cfg.epochs) -> None:
-            figures.epochs.append(result)
-            on_epoch(offset + result.epoch, result)
-
-        results = fit(
-            model, optimizer, data, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=seed, meter=meter, on_epoch=hook
-        )
-        figures.accuracies.append(results[-1].test_accuracy)
-    return figures

@@ -2,27 +2,30 @@
 and final figures, how it ended), its Optuna trial (through the study link), and its line in the
 sweep's running totals on the parent run.
 
-The training code calls `TrialRecord.epoch` after each epoch and `close` once; nothing else in a
-trial writes to MLflow or Optuna. A fused group keeps one record per member.
+The training code calls `TrialRecord.epoch` after each epoch, `repeat_done` after each repeat
+and `close` once, with the trial's outcome; nothing else in a trial writes to MLflow or Optuna,
+nor to the trial's figures. A fused group keeps one record per trial.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
-import math
 import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from importlib import metadata
+from typing import Any
 
 import torch
+import yaml
 from mlflow.entities import Metric
-from omegaconf import DictConfig, OmegaConf
 
 from greenai import names
-from greenai.config import without_hydra
+from greenai.config import TrainConfig
 from greenai.energy.idle import IdlePower
 from greenai.energy.meters import Meter
 from greenai.stores import tracking
@@ -32,9 +35,10 @@ from greenai.stores.redaction import redact, redact_text
 from greenai.stores.url import StoreURL
 from greenai.stores.waits import StoreFull
 from greenai.training import devices, models
-from greenai.training.loop import EpochResult, format_progress
+from greenai.training.loop import EpochResult, Hyperparameters, format_progress
 from greenai.trial.figures import TrialFigures, epoch_metrics
 from greenai.trial.job import JobContext
+from greenai.trial.outcome import Finished, Outcome
 from greenai.trial.study_link import StudyLink
 
 log = logging.getLogger("greenai.train")
@@ -54,10 +58,25 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
     return flat
 
 
-def flat_params(cfg: DictConfig) -> dict[str, object]:
+def config_tree(config: TrainConfig) -> dict[str, Any]:
+    """The typed config as plain nested values (enums by their value): what the run records.
+    Read from the dataclasses directly: OmegaConf would take milliseconds a trial, which a
+    fused batch of many trials feels."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, Enum):
+            return value.value
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+def flat_params(tree: dict[str, Any]) -> dict[str, object]:
     """The job's config as dotted params, with credentials in URLs hidden."""
-    tree = OmegaConf.to_container(without_hydra(cfg), resolve=True, enum_to_str=True)
-    assert isinstance(tree, dict)
     flat = flatten(tree)
     for key in URL_KEYS:
         if isinstance(flat.get(key), str):
@@ -113,22 +132,15 @@ def run_tags(
     }
 
 
-def objective(directions: int, figures: TrialFigures) -> list[float | None]:
-    """The values the sweeper optimises: accuracy, and energy (None while not yet known, as for
-    a packed trial until its batch's energy is attributed) for two objectives."""
+def finished(directions: int, figures: TrialFigures) -> Finished:
+    """A finished trial's objective: accuracy, and energy (None while not yet known, as for a
+    packed trial until its batch's energy is attributed) for two objectives."""
     if directions > 1:
-        return [figures.accuracy, figures.metrics()["energy_j"]]
-    return [figures.accuracy]
+        return Finished((figures.accuracy, figures.metrics()["energy_j"]))
+    return Finished((figures.accuracy,))
 
 
-def job_return(values: list[float | None]) -> float | tuple[float, float]:
-    """What the job returns to the sweeper: accuracy, or (accuracy, energy); an energy not yet
-    known (a packed trial) as NaN, which the sweeper replaces by the attributed figure."""
-    returned = [math.nan if v is None else float(v) for v in values]
-    return returned[0] if len(returned) == 1 else (returned[0], returned[1])
-
-
-def _kept(full: list[StoreFull], write: Callable[[], object]) -> bool:
+def _written_unless_full(full: list[StoreFull], write: Callable[[], object]) -> bool:
     """write(), unless a store's disk is full: then the StoreFull joins `full` (the trial's
     other writes go on) and False is returned."""
     try:
@@ -196,36 +208,45 @@ class TrialRecord:
         link.attach(run.run_id)
         return cls(run, link, name, figures, job, epochs_total)
 
-    def describe(self, cfg: DictConfig, spec: models.ArchitectureSpec, meter: Meter) -> None:
+    def describe(self, config: TrainConfig, spec: models.ArchitectureSpec, meter: Meter) -> None:
         """What the run is: config, architecture, the composed config file, an estimate warning."""
         summary = architecture_summary(spec)
-        self.pending.params.update({**flat_params(cfg), **{f"arch.{k}": v for k, v in summary.items()}})
+        tree = config_tree(config)
+        self.pending.params.update({**flat_params(tree), **{f"arch.{k}": v for k, v in summary.items()}})
         self.pending.metrics += tracking.metric_points(
             {f"arch_{k}": v for k, v in summary.items() if k in ("params", "macs_per_sample")}
         )
         if meter.source.is_estimated:
             self.pending.tags[names.NOTE] = f"Energy is ESTIMATED, not measured: {meter.description}"
-        self.run.text(redact_text(OmegaConf.to_yaml(without_hydra(cfg))), "config.yaml")
+        self.run.text(redact_text(yaml.safe_dump(tree, sort_keys=False)), "config.yaml")
 
-    def optimizer(self, applied: dict[str, float]) -> None:
+    def optimizer(self, applied: Hyperparameters) -> None:
         """What the optimiser really holds, read back from it."""
-        self.pending.params.update(applied)
+        self.pending.params.update(applied.params())
 
-    def epoch(self, step: int, result: EpochResult) -> None:
-        """After each epoch: progress line, per-epoch metrics, the study told (may raise Pruned)."""
+    def epoch(self, step: int, result: EpochResult) -> bool:
+        """After each epoch: its figures kept, progress line, per-epoch metrics, the study told;
+        whether the pruner stops the trial."""
+        self.figures.epochs.append(result)
         log.info(format_progress(self.name, result, self.epochs_total, step))
         self.pending.metrics += tracking.metric_points(epoch_metrics(result, self.figures.idle), step)
         if time.monotonic() - self.pending.since >= FLUSH_SECONDS:
             self.run.log(*self.pending.take())
-        self.link.report(step, result.test_accuracy, self.figures.metrics()["energy_j"])
+        return self.link.report(step, result.test_accuracy, self.figures.metrics()["energy_j"])
 
-    def close(self, values: list[float | None] | None, exc: BaseException | None, totals: bool = True) -> None:
+    def repeat_done(self, accuracy: float) -> None:
+        """A repeat trained every epoch: its final test accuracy counts in the trial's."""
+        self.figures.accuracies.append(accuracy)
+
+    def close(self, outcome: Outcome, totals: bool = True) -> None:
         """The trial's figures, kept whatever stopped it, then how it ended, on both records.
 
         A store whose disk is full (StoreFull) does not stop the other from taking its part:
         each write is tried on its own, the trial then ends as stopped by the full store (MLflow
         KILLED, Optuna FAIL marked interrupted, wherever that can still be written), and the
         first StoreFull is raised once everything else is written."""
+        exc = outcome.ending
+        values = list(outcome.values) if isinstance(outcome, Finished) else None
         final = self.figures.metrics()
         params, metrics, tags = self.pending.take()
         tags.update(
@@ -233,16 +254,16 @@ class TrialRecord:
         )
         full: list[StoreFull] = []
         # MLflow first: what was measured is kept even if the process dies before the study is told.
-        logged = _kept(full, lambda: self.run.log(params, metrics + tracking.metric_points(final), tags))
-        _kept(full, lambda: self.link.record(final))
+        logged = _written_unless_full(full, lambda: self.run.log(params, metrics + tracking.metric_points(final), tags))
+        _written_unless_full(full, lambda: self.link.record(final))
         ended = full[0] if full else exc
-        _kept(full, lambda: self.link.finish(None if ended is not None else values, ended))
+        _written_unless_full(full, lambda: self.link.finish(None if ended is not None else values, ended))
         ended = full[0] if full else exc
         if full and logged:  # MLflow took the ending `exc` gave; a full disk stopped the trial instead
-            _kept(full, lambda: self.run.tags(tracking.ending_tags(ended)))
-        _kept(full, lambda: tracking.terminate(self.run, ended))
+            _written_unless_full(full, lambda: self.run.tags(tracking.ending_tags(ended)))
+        _written_unless_full(full, lambda: tracking.terminate(self.run, ended))
         if totals:  # a fused group adds its trials together, once
-            _kept(full, lambda: add_to_sweep_totals([(self, ended)]))
+            _written_unless_full(full, lambda: add_to_sweep_totals([(self, ended)]))
         if full:
             raise full[0]
 

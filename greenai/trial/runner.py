@@ -1,17 +1,21 @@
 """Training prepared trials: one alone (its repeats one after another), or many fused.
 
 Fused, every repeat of every trial in a group of one architecture is a member of one grouped
-model (greenai.training.fusion), and every trial stays a first-class trial: its own MLflow run with
-per-epoch metrics, its own Optuna trial told its own result.
+model (greenai.training.fusion), and every trial stays a first-class trial: its own MLflow run
+with per-epoch metrics, its own Optuna trial told its own result.
 
 - A trial with `repeats=R` contributes R members (seeds seed .. seed+R-1); member r's epoch e is
   logged at step r x epochs + e, as when its repeats train one after another.
-- After each epoch every trial's members report, in step order; a pruned trial's members leave
-  the group (the others train on), and it is recorded pruned with the energy it used. A member
-  whose loss becomes NaN fails its trial (its other members leave too), with loop.fit's reason.
+- After each epoch every trial records all its members' results, in step order; if the pruner
+  stops it, its members leave the group (the others train on), and it is recorded pruned with
+  the energy it used. A member whose loss becomes NaN fails its trial (its other members leave
+  too), with loop.fit's reason.
 - Energy: each window measures the device once; members do equal work, so each gets an equal
   share of every window it was in (`energy_source=fused`, or `fused_estimated` on the CPU
   estimate), and a trial's energy is the sum of its members' shares. The group size is on the run.
+
+Both paths return one `Outcome` per trial (greenai.trial.outcome) and close the trial's
+records with it; a signal (KeyboardInterrupt) closes every open trial KILLED and is raised on.
 """
 
 from __future__ import annotations
@@ -19,17 +23,28 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
-import optuna
+import torch
 
+from greenai.config import TrainConfig
+from greenai.energy.meters import Meter
 from greenai.stores.waits import StoreFull
-from greenai.training import fusion
-from greenai.training.loop import EpochResult
-from greenai.trial.figures import hyperparameters, run_repeats
-from greenai.trial.record import TrialRecord, add_to_sweep_totals, job_return, objective, spent
+from greenai.training import fusion, models
+from greenai.training.data import DeviceData
+from greenai.training.loop import (
+    EpochResult,
+    Hyperparameters,
+    RunState,
+    TrainingRun,
+    applied_hyperparameters,
+    fit,
+    make_optimizer,
+)
+from greenai.trial.figures import TrialFigures
+from greenai.trial.outcome import Failed, Finished, Outcome, PrunedAt
+from greenai.trial.record import TrialRecord, add_to_sweep_totals, finished, spent
 from greenai.trial.setup import TrialSetup
-from greenai.trial.study_link import Pruned, PrunedAt
 
 log = logging.getLogger("greenai.train")
 
@@ -41,36 +56,86 @@ class PreparedTrial:
     setup: TrialSetup
     record: TrialRecord
     members: list[int] = field(default_factory=list)  # member ids in the group, repeat order
-    ended: BaseException | None = None  # Pruned, or the error that failed it
+    ended: Outcome | None = None  # PrunedAt or Failed, once it left its group early
 
     @property
     def done(self) -> bool:
         return self.ended is not None
 
 
-def run_alone(trial: PreparedTrial) -> Any:
-    """Train the trial's repeats one after another; what its job returns (its objective,
-    PrunedAt, or the exception that failed it). A signal closes the run KILLED and is raised on."""
+def hyperparameters(cfg: TrainConfig) -> Hyperparameters:
+    return Hyperparameters(cfg.lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay)
+
+
+class Recorder(Protocol):
+    """What training a trial writes to: TrialRecord (a test may pass its own)."""
+
+    figures: TrialFigures
+
+    def optimizer(self, applied: Hyperparameters) -> None: ...
+
+    def epoch(self, step: int, result: EpochResult) -> bool: ...
+
+    def repeat_done(self, accuracy: float) -> None: ...
+
+
+def _ended(run: TrainingRun, record: Recorder) -> Outcome | None:
+    """What a training that did not finish makes of its trial: pruned, or failed."""
+    if run.state is RunState.stopped:
+        return PrunedAt(len(record.figures.epochs))
+    if run.state is RunState.diverged:
+        assert run.error is not None
+        return Failed(run.error)
+    return None
+
+
+def train_repeats(
+    config: TrainConfig, spec: models.ArchitectureSpec, dataset: DeviceData, meter: Meter, record: Recorder
+) -> Outcome:
+    """`repeats` trainings one after another (seeds seed, seed+1, ...), each recorded as it goes."""
+    device = dataset.x_train.device
+    for repeat in range(config.repeats):
+        seed = config.seed + repeat
+        torch.manual_seed(seed)
+        model = models.build(spec).to(device)
+        optimizer = make_optimizer(model, hyperparameters(config))
+        if repeat == 0:
+            record.optimizer(applied_hyperparameters(optimizer))
+
+        def on_epoch(results: Mapping[int, EpochResult], offset: int = repeat * config.epochs) -> list[int]:
+            return [0] if record.epoch(offset + results[0].epoch, results[0]) else []
+
+        run = fit(
+            model,
+            optimizer,
+            dataset,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            seed=seed,
+            meter=meter,
+            on_epoch=on_epoch,
+        )
+        ended = _ended(run, record)
+        if ended is not None:
+            return ended
+        record.repeat_done(run.epochs[-1].test_accuracy)
+    return finished(len(config.objective.directions), record.figures)
+
+
+def run_alone(trial: PreparedTrial) -> Outcome:
+    """Train the trial's repeats one after another; its outcome, once its records are closed."""
     setup, record = trial.setup, trial.record
     try:
-        run_repeats(
-            setup.config, setup.spec, setup.dataset, setup.meter, record.figures, record.epoch, record.optimizer
-        )
-    except BaseException as exc:
-        # The energy spent is logged and the study told before the run closes as pruned,
-        # failed or killed (a signal arrives here as KeyboardInterrupt).
-        record.close(None, exc)
-        if not isinstance(exc, Exception):
-            raise
-        if isinstance(exc, optuna.TrialPruned):
-            log.info("%s: %s, after %s", setup.name, exc, spent(record.figures))
-            # Returned, not raised: a pruned trial is no error (greenai's sweeper tells it PRUNED).
-            return PrunedAt(len(record.figures.epochs))
-        return exc
-    values = objective(len(setup.config.objective.directions), record.figures)
-    record.close(values, None)
-    log.info("%s: accuracy %.4f, %s", setup.name, record.figures.accuracy, spent(record.figures))
-    return job_return(values)
+        outcome = train_repeats(setup.config, setup.spec, setup.dataset, setup.meter, record)
+    except Exception as exc:  # a store that failed mid-trial, an error in the data: the trial fails
+        outcome = Failed(exc)
+    except BaseException as exc:  # a signal: the energy spent is logged, the run closed KILLED
+        record.close(Failed(exc))
+        raise
+    record.close(outcome)
+    if not isinstance(outcome, Failed):  # a failure is the job's error: Hydra or the sweeper says it
+        _log_end(trial, outcome)
+    return outcome
 
 
 def members_of(trials: Sequence[PreparedTrial]) -> list[fusion.Member]:
@@ -84,10 +149,18 @@ def members_of(trials: Sequence[PreparedTrial]) -> list[fusion.Member]:
     return members
 
 
-def run_fused(trials: Sequence[PreparedTrial]) -> list[Any]:
-    """Train the trials as one group; what each trial's job returns (its objective, PrunedAt,
-    or the exception that failed it), in order. A signal (KeyboardInterrupt) closes every
-    trial's run KILLED and is raised on."""
+def _record_group_epoch(trial: PreparedTrial, results: Mapping[int, EpochResult], epochs: int) -> bool:
+    """Every member's result of the epoch on the trial's record, in step order (all of them,
+    whatever the pruner says after the first); whether the trial stops."""
+    stop = False
+    for repeat, member in enumerate(trial.members):
+        if member in results:
+            stop = trial.record.epoch(repeat * epochs + results[member].epoch, results[member]) or stop
+    return stop
+
+
+def run_fused(trials: Sequence[PreparedTrial]) -> list[Outcome]:
+    """Train the trials as one group; each trial's outcome, in order, once its records are closed."""
     first = trials[0].setup
     group = fusion.FusedGroup(first.spec, members_of(trials), first.device)
     epochs = first.config.epochs
@@ -97,19 +170,19 @@ def run_fused(trials: Sequence[PreparedTrial]) -> list[Any]:
     log.info("fused group of %d trials, %d members (%s)", len(trials), len(group.members), first.spec.name)
 
     def on_epoch(results: Mapping[int, EpochResult]) -> list[int]:
-        dropped: list[int] = []
+        stopped: list[int] = []
         for trial in trials:
             if trial.done or not any(m in results for m in trial.members):
                 continue
             try:
-                for repeat, member in enumerate(trial.members):
-                    if member in results:
-                        trial.record.figures.epochs.append(results[member])
-                        trial.record.epoch(repeat * epochs + results[member].epoch, results[member])
-            except Exception as exc:  # Pruned, or a store that failed: this trial ends, the group goes on
-                trial.ended = exc
-                dropped += [m for m in trial.members if m in results]
-        return dropped
+                pruned = _record_group_epoch(trial, results, epochs)
+            except Exception as exc:  # a store that failed: this trial ends, the group goes on
+                trial.ended = Failed(exc)
+            else:
+                trial.ended = PrunedAt(len(trial.record.figures.epochs)) if pruned else None
+            if trial.done:
+                stopped += [m for m in trial.members if m in results]
+        return stopped
 
     try:
         runs = fusion.fit_group(
@@ -123,41 +196,39 @@ def run_fused(trials: Sequence[PreparedTrial]) -> list[Any]:
     except BaseException as exc:
         for trial in trials:
             if not trial.done:
-                trial.record.close(None, exc)
+                trial.record.close(Failed(exc), totals=False)
         raise
-    outcomes: list[Any] = []
-    for trial in trials:
-        try:
-            outcomes.append(_finish(trial, runs))
-        except StoreFull as exc:  # the trial ends with it; the group's other trials are still closed
-            outcomes.append(exc)
+    outcomes = [_finish(trial, runs) for trial in trials]
     try:
-        ends = [o if isinstance(o, BaseException) else _pruned(o) for o in outcomes]
-        add_to_sweep_totals([(t.record, end) for t, end in zip(trials, ends, strict=True)])
+        add_to_sweep_totals([(t.record, o.ending) for t, o in zip(trials, outcomes, strict=True)])
     except StoreFull as exc:  # each trial is recorded; each job says the disk is full, and the sweep stops
-        outcomes = [o if isinstance(o, BaseException) else exc for o in outcomes]
+        outcomes = [o if isinstance(o, Failed) else Failed(exc) for o in outcomes]
     return outcomes
 
 
-def _pruned(outcome: Any) -> BaseException | None:
-    """What ended a trial whose job returned `outcome`, for the sweep's totals."""
-    return Pruned("pruned") if isinstance(outcome, PrunedAt) else None
+def _finish(trial: PreparedTrial, runs: Sequence[TrainingRun]) -> Outcome:
+    """Close the trial's records; its outcome."""
+    record = trial.record
+    diverged = [_ended(runs[m], record) for m in trial.members if runs[m].state is RunState.diverged]
+    outcome = trial.ended or (diverged[0] if diverged else None)
+    if outcome is None:
+        for member in trial.members:
+            record.repeat_done(runs[member].epochs[-1].test_accuracy)
+        outcome = finished(len(trial.setup.config.objective.directions), record.figures)
+    try:
+        record.close(outcome, totals=False)
+    except StoreFull as exc:  # the trial ends with it; the group's other trials are still closed
+        return Failed(exc)
+    if isinstance(outcome, Failed):  # the group trains on: say it here, not only in the job's result
+        log.warning("%s failed: %s", trial.setup.name, outcome.error)
+    else:
+        _log_end(trial, outcome)
+    return outcome
 
 
-def _finish(trial: PreparedTrial, runs: Sequence[fusion.MemberRun]) -> Any:
-    """Close the trial's records and say what its job returns."""
+def _log_end(trial: PreparedTrial, outcome: Finished | PrunedAt) -> None:
     figures = trial.record.figures
-    diverged = [runs[m].error for m in trial.members if runs[m].state is fusion.MemberState.diverged]
-    ended = trial.ended or (diverged[0] if diverged else None)
-    if ended is not None:
-        trial.record.close(None, ended, totals=False)
-        if isinstance(ended, optuna.TrialPruned):
-            log.info("%s: %s", trial.setup.name, ended)
-            return PrunedAt(len(figures.epochs))
-        log.warning("%s failed: %s", trial.setup.name, ended)
-        return ended
-    figures.accuracies += [runs[m].epochs[-1].test_accuracy for m in trial.members]
-    values = objective(len(trial.setup.config.objective.directions), figures)
-    trial.record.close(values, None, totals=False)
-    log.info("%s: accuracy %.4f, %s", trial.setup.name, figures.accuracy, spent(figures))
-    return job_return(values)
+    if isinstance(outcome, PrunedAt):
+        log.info("%s: pruned after %d epochs, %s", trial.setup.name, outcome.epochs_run, spent(figures))
+    else:
+        log.info("%s: accuracy %.4f, %s", trial.setup.name, figures.accuracy, spent(figures))

@@ -20,6 +20,7 @@ from greenai.training import data, devices, models
 from greenai.trial import packed
 from greenai.trial.figures import TrialFigures
 from greenai.trial.job import JobContext
+from greenai.trial.outcome import Failed
 from greenai.trial.preflight import check_job
 from greenai.trial.record import TrialRecord, run_tags
 from greenai.trial.study_link import StudyLink
@@ -86,7 +87,7 @@ def prepare(cfg: DictConfig) -> TrialSetup:
     return setup
 
 
-def open_record(setup: TrialSetup, cfg: DictConfig) -> TrialRecord:
+def open_record(setup: TrialSetup) -> TrialRecord:
     """The trial's MLflow run (described: params, architecture, config file) and its figures."""
     config = setup.config
     figures = TrialFigures(train_images=len(setup.dataset.y_train), idle=setup.idle)
@@ -102,8 +103,8 @@ def open_record(setup: TrialSetup, cfg: DictConfig) -> TrialRecord:
         config.epochs * config.repeats,
     )
     try:
-        record.describe(cfg, setup.spec, setup.meter)
+        record.describe(config, setup.spec, setup.meter)
     except BaseException as exc:
-        record.close(None, exc)
+        record.close(Failed(exc))
         raise
     return record

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -26,19 +25,6 @@ from greenai.stores.owner import owner_id
 from greenai.stores.study_storage import make_storage, record_heartbeat, trial_id
 from greenai.stores.url import StoreURL
 from greenai.stores.waiting_storage import unless_away
-
-
-class Pruned(optuna.TrialPruned):
-    """Raised in the job when the pruner stops a trial; MLflow records it as `pruned`."""
-
-    trial_state = "pruned"
-
-
-@dataclass(frozen=True)
-class PrunedAt:
-    """What a pruned job returns to greenai's sweeper (a value, so Hydra logs no error)."""
-
-    epochs_run: int
 
 
 def tell(study: optuna.Study, trial: optuna.trial.Trial | int, **result: Any) -> None:
@@ -146,19 +132,18 @@ class StudyLink:
         record_heartbeat(self.storage, self.storage_id)
         self._last_beat = time.monotonic()
 
-    def report(self, step: int, accuracy: float, energy_j: float | None = None) -> None:
+    def report(self, step: int, accuracy: float, energy_j: float | None = None) -> bool:
         """Record a heartbeat and the energy spent so far (the sweeper's budget counts running
-        trials too), report the epoch's accuracy; raise Pruned if the pruner says stop."""
+        trials too), report the epoch's accuracy; whether the pruner says stop."""
         if self.trial is None:
-            return
+            return False
         self.beat()
         if energy_j is not None and self.live_energy:
             self._set(names.ENERGY_ATTR, float(energy_j))
         if not self.pruner_active or accuracy != accuracy:  # NaN: nothing to report
-            return
+            return False
         self.trial.report(accuracy, step)
-        if unless_away(self.trial.should_prune, False):
-            raise Pruned(f"pruned at step {step} (accuracy {accuracy:.4f})")
+        return unless_away(self.trial.should_prune, False)
 
     def record(self, metrics: Mapping[str, float | None]) -> None:
         """Keep the trial's figures on the Optuna trial too, as one attribute: the sweeper's stop
