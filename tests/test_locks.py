@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import subprocess
 import sys
+
+import pytest
 
 from greenai.stores.locks import file_lock
 
@@ -27,12 +30,21 @@ def test_a_lock_file_held_by_another_process_is_waited_for(tmp_path):
     assert holder.wait(timeout=30) == 0
 
 
+def free(path) -> bool:
+    """Whether nobody holds the lock file: a non-blocking try, which answers at once."""
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return True
+
+
 def test_a_lock_is_released_when_its_block_raises(tmp_path):
     path = tmp_path / "x.greenai-lock"
-    try:
+    with pytest.raises(RuntimeError, match="inside"):
         with file_lock(path):
+            assert not free(path), "held inside the block"
             raise RuntimeError("inside")
-    except RuntimeError:
-        pass
-    with file_lock(path):  # would block for ever if the first were still held
-        pass
+    assert free(path)
