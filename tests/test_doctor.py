@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 from fake_zeus import RAPLCPUs, SteppedGPUs, install
+from machine import with_counters, without_counters
 
 from greenai import doctor
 from greenai.training import devices
@@ -54,16 +55,25 @@ def test_a_gpu_torch_cannot_use_is_named_as_the_problem(monkeypatch):
     assert lines[-1].startswith("recommended: fix torch first")
 
 
-def test_the_command_on_this_machine_answers_in_one_screen():
+def doctor_here() -> tuple[str, list[str]]:
+    """`python -m greenai.doctor --quick` on this machine: its output, and its lines."""
     proc = subprocess.run(
         [sys.executable, "-m", "greenai.doctor", "--quick"], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert lines[0].startswith("torch ") and lines[-1].startswith("recommended: ") and len(lines) <= 20
-    found_gpu = "GPU energy counter (NVML" in proc.stdout and "readable" in proc.stdout
-    if not torch.cuda.is_available() and "  CPU package counters (RAPL): not readable" in proc.stdout:
-        # Nothing to read here: the doctor names the estimate.
-        assert "estimate" in lines[-1] and "not readable" in proc.stdout
-    else:
-        assert found_gpu or "CPU package counters (RAPL): readable" in proc.stdout
+    return proc.stdout, lines
+
+
+@without_counters
+def test_where_nothing_can_be_read_the_command_names_the_estimate_in_one_screen():
+    out, lines = doctor_here()
+    assert "  CPU package counters (RAPL): not readable" in out and "estimate" in lines[-1]
+
+
+@with_counters
+def test_where_counters_can_be_read_the_command_names_them_in_one_screen():
+    out, _ = doctor_here()
+    found_gpu = "GPU energy counter (NVML" in out and "readable" in out
+    assert found_gpu or "CPU package counters (RAPL): readable" in out

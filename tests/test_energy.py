@@ -8,9 +8,9 @@ import time
 import pytest
 import torch
 from fake_zeus import RAPLCPUs, SteppedGPUs, install
+from machine import with_counters, without_counters
 
 from greenai.config import EnergyBackend, EnergyConfig
-from greenai.energy import counters
 from greenai.energy import meters as energy
 from greenai.energy.meters import (
     EstimateMeter,
@@ -40,33 +40,25 @@ def busy(seconds: float) -> None:
         sum(range(1000))
 
 
-def counters_here() -> bool:
-    """Whether Zeus can read anything on the machine running the tests (a GPU host, or one with
-    readable RAPL): tests expect what the detected backend implies."""
-    try:
-        counters.ZeusCounters(0 if torch.cuda.is_available() else None)
-    except EnergyError:
-        return False
-    return bool(counters.ZeusCounters(0 if torch.cuda.is_available() else None).components)
-
-
 # ---------------------------------------------------------------- choosing the backend (real Zeus)
 
 
-def test_zeus_is_refused_with_one_line_where_it_has_nothing_to_read_else_it_measures():
-    if counters_here():
-        assert make_meter(EnergyConfig(backend=EnergyBackend.zeus), CPU).source is Source.measured
-        return
+@without_counters
+def test_zeus_is_refused_with_one_line_where_it_has_nothing_to_read():
     # Here Zeus would return 0 J for every window.
     with pytest.raises(EnergyError, match=r"^energy=zeus: .*no GPU .* and no readable CPU .*use energy=auto"):
         make_meter(EnergyConfig(backend=EnergyBackend.zeus), CPU)
 
 
+@with_counters
+def test_zeus_and_auto_measure_where_zeus_has_counters():
+    assert make_meter(EnergyConfig(backend=EnergyBackend.zeus), CPU).source is Source.measured
+    assert make_meter(EnergyConfig(backend=EnergyBackend.auto), CPU).source is Source.measured
+
+
+@without_counters
 def test_auto_falls_back_to_a_labelled_estimate_without_counters():
     meter = make_meter(EnergyConfig(backend=EnergyBackend.auto, watts_per_cpu_core=10.0), CPU)
-    if counters_here():
-        assert meter.source is Source.measured
-        return
     assert isinstance(meter, EstimateMeter) and meter.source is Source.estimated
     assert "estimate" in meter.description and meter.components == "cpu-time estimate"
 
