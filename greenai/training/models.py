@@ -1,4 +1,5 @@
-"""The paper's three models (README, "The models"), sized from the dataset's image shape, and their summary.
+"""The paper's three models (docs/configuration.md, "The models"), sized from the dataset's image
+shape, and their summary.
 
 DensePolyNN: Flatten, N-1 Linear layers of width floor(D / 2^(d+1)), then Linear(-> classes).
 DenseLinearNN: the same with widths floor(D - (d+1) * D / N).

@@ -1,7 +1,8 @@
 """A trial's figures: what its `repeats` trainings (seeds seed, seed+1, ...) measured so far.
 
 Accuracy is the mean of the repeats' final test accuracy; energy and time are summed over them
-(the paper's RQ1 protocol: "each round's accuracy the mean over 8 repetitions"; README, "The paper's studies").
+(the paper's RQ1 protocol: "each round's accuracy the mean over 8 repetitions"; docs/sweeps.md,
+"The paper's studies").
 The trial's record (greenai.trial.record) is their only writer.
 """
 

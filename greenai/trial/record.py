@@ -159,9 +159,9 @@ def spent(figures: TrialFigures) -> str:
     return f"energy {joules:.1f} J ({figures.source.value})"
 
 
-# Per-epoch metrics reach MLflow at most this long after their epoch: written in batches, as a
-# fused group's trials end their epochs in a fraction of a second, and each write costs one
-# store transaction.
+# Per-epoch metrics are written in batches, at the end of an epoch at least this long after the
+# last write (and all of them when the run ends): a fused group's trials end their epochs in a
+# fraction of a second, and each write costs one store transaction.
 FLUSH_SECONDS = 5.0
 
 
