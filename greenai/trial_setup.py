@@ -19,7 +19,7 @@ from greenai.job import JobContext
 from greenai.preflight import check_job
 from greenai.reachability import check_reachable
 from greenai.stores import StoreURL
-from greenai.sweep import packing
+from greenai.sweep import full_stop, packing
 from greenai.sweep.study_link import StudyLink
 from greenai.trial import TrialFigures
 from greenai.trial_record import TrialRecord, run_tags
@@ -87,7 +87,9 @@ def prepare(cfg: DictConfig) -> TrialSetup:
 
 
 def open_record(setup: TrialSetup, cfg: DictConfig) -> TrialRecord:
-    """The trial's MLflow run (described: params, architecture, config file) and its figures."""
+    """The trial's MLflow run (described: params, architecture, config file) and its figures;
+    none, and SweepStopped, if a job of its sweep met a full store (greenai.sweep.full_stop)."""
+    full_stop.check(setup.job.sweep_dir, setup.job.job_num)
     config = setup.config
     figures = TrialFigures(train_images=len(setup.dataset.y_train), idle=setup.idle)
     tags = run_tags(setup.job, setup.meter, setup.device, setup.dataset.source, setup.idle)

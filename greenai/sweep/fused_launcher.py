@@ -2,12 +2,15 @@
 
 It receives a batch of jobs from any sweeper (Hydra's plain sweep, greenai's Optuna sweeper with
 `hydra.sweeper.n_jobs=K`), prepares each job through Hydra's own `run_job` (its output folder,
-its config files, its MLflow run and Optuna trial, checks that refuse bad input), groups the
-prepared trials by what must match to fuse (greenai.fusion.fusion_key: architecture, batch
-size, epochs, dataset, device, energy backend), trains each group as one grouped model
-(greenai.trial_runner.run_fused) and returns one result per job. Trials whose `fuse` setting is
-off train one after another, as with Hydra's basic launcher. Members that cannot fuse are
-grouped apart, never refused.
+its config files, its device, data and link to its Optuna trial, checks that refuse bad input),
+groups the prepared trials by what must match to fuse (greenai.fusion.fusion_key: architecture,
+batch size, epochs, dataset, device, energy backend), opens each group's MLflow runs as it
+starts, trains it as one grouped model (greenai.trial_runner.run_fused) and returns one result
+per job. Trials whose `fuse` setting is off train one after another, as with Hydra's basic
+launcher. Members that cannot fuse are grouped apart, never refused.
+
+A batch stops on a full store as every launcher does (greenai.sweep.full_stop): after a group
+whose trial met one, the groups not yet trained are skipped, before their runs are opened.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -26,9 +29,14 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from greenai import log_files
 from greenai.errors import interrupt_on_sigterm
-from greenai.log_files import guard_log_files
 from greenai.redaction import redact_logs
+from greenai.store_waits import StoreFull
+from greenai.sweep import full_stop
+
+if TYPE_CHECKING:  # torch: imported once a batch is launched
+    from greenai.trial_setup import TrialSetup
 
 log = logging.getLogger(__name__)
 TARGET = "greenai.sweep.fused_launcher.FusedLauncher"
@@ -47,18 +55,25 @@ def register() -> None:
     )
 
 
-def prepare_trial(cfg: DictConfig) -> Any:
-    """The task each job runs under Hydra's run_job: everything up to training."""
+@dataclass(frozen=True)
+class ReadyJob:
+    """A job prepared under run_job: its trial's setup and its config (run_job's copy); its
+    MLflow run is opened when its group starts training."""
+
+    setup: TrialSetup
+    cfg: DictConfig
+
+
+def prepare_trial(cfg: DictConfig) -> ReadyJob:
+    """The task each job runs under Hydra's run_job: everything up to its run and training."""
     # Training code (torch) is imported when a batch is launched, not when Hydra loads its
     # plugins at every command's start (the report's too).
-    from greenai.trial_runner import PreparedTrial
-    from greenai.trial_setup import open_record, prepare
+    from greenai.trial_setup import prepare
 
     interrupt_on_sigterm()
     redact_logs()
-    guard_log_files()
-    setup = prepare(cfg)
-    return PreparedTrial(setup, open_record(setup, cfg))
+    log_files.guard_log_files()
+    return ReadyJob(prepare(cfg), cfg)
 
 
 class FusedLauncher(Launcher):
@@ -74,32 +89,28 @@ class FusedLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         assert self.config is not None and self.hydra_context is not None
         setup_globals()
-        configure_log(
-            self.config.hydra.hydra_logging,
-            self.config.hydra.verbose,
-            execution_whitelist=self.hydra_context.execution_whitelist,
-        )
+        self._configure_log()
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         log.info("Launching %d jobs fused", len(job_overrides))
         returns = [
             self._prepare(initial_job_idx + i, overrides, first=i == 0) for i, overrides in enumerate(job_overrides)
         ]
-        from greenai.trial_runner import run_alone, run_fused
-
         ready = [i for i, r in enumerate(returns) if r.status is JobStatus.COMPLETED]
-        trials = [returns[i].return_value for i in ready]
-        for group in self._groups(trials):
-            outcomes = (
-                run_fused([trials[g] for g in group]) if trials[group[0]].setup.fused else [run_alone(trials[group[0]])]
-            )
+        jobs = [returns[i].return_value for i in ready]
+        for group in self._groups(jobs):
+            outcomes = _train([jobs[g] for g in group])
             for g, outcome in zip(group, outcomes, strict=True):
                 _settle(returns[ready[g]], outcome)
+        self._configure_log()
+        return returns
+
+    def _configure_log(self) -> None:
+        assert self.config is not None and self.hydra_context is not None
         configure_log(
             self.config.hydra.hydra_logging,
             self.config.hydra.verbose,
             execution_whitelist=self.hydra_context.execution_whitelist,
         )
-        return returns
 
     def _prepare(self, number: int, overrides: Sequence[str], first: bool) -> JobReturn:
         log.info("\t#%d : %s", number, " ".join(filter_overrides(overrides)))
@@ -162,6 +173,46 @@ def _plain_value(override: Override, template: DictConfig) -> bool:
         return False
     choices = template.hydra.runtime.choices
     return key not in choices or str(choices[key]) == override.get_value_element_as_str()
+
+
+def _train(jobs: list[ReadyJob]) -> list[Any]:
+    """Open the runs of one group (or of one unfused trial) and train it; what each job returns.
+    A job whose run cannot open ends with that error: SweepStopped if a job of the sweep met a
+    full store (greenai.sweep.full_stop). A trial meeting one here marks the sweep stopped."""
+    from greenai.trial_runner import run_alone, run_fused
+
+    opened = _open_runs(jobs)
+    trials = [t for t in opened if not isinstance(t, BaseException)]
+    trained: list[Any] = []
+    if trials:
+        try:
+            trained = run_fused(trials) if trials[0].setup.fused else [run_alone(trials[0])]
+        except StoreFull as exc:  # closing a trial met the full store: each job of the group ends on it
+            trained = [exc] * len(trials)
+    met = next((o for o in trained if isinstance(o, StoreFull)), None) or log_files.full()
+    if met is not None:
+        full_stop.mark(met, jobs[0].setup.job.sweep_dir)
+    outcomes = iter(trained)
+    return [t if isinstance(t, BaseException) else next(outcomes) for t in opened]
+
+
+def _open_runs(jobs: list[ReadyJob]) -> list[Any]:
+    """Each job's trial with its MLflow run open, or the exception that refused it."""
+    from greenai.trial_runner import PreparedTrial
+    from greenai.trial_setup import open_record
+
+    opened: list[Any] = []
+    for job in jobs:
+        try:
+            opened.append(PreparedTrial(job.setup, open_record(job.setup, job.cfg)))
+        except Exception as exc:
+            opened.append(exc)
+        except BaseException as exc:  # a signal: the runs already open are closed KILLED
+            for trial in opened:
+                if not isinstance(trial, BaseException):
+                    trial.record.close(None, exc)
+            raise
+    return opened
 
 
 def _settle(returned: JobReturn, outcome: Any) -> None:
