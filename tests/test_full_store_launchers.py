@@ -13,6 +13,7 @@ sweep stops: jobs queued behind busy workers or a full Slurm array, made certain
 from __future__ import annotations
 
 import os
+import textwrap
 import time
 from pathlib import Path
 
@@ -127,6 +128,11 @@ def test_a_plain_sweep_starts_no_trial_after_its_store_fills(greenai, fashion_ro
     assert_not_started(command, jobs, {1: RUN.format(2), 2: RUN.format(3)})
     (run,) = trial_runs(runs_in(db))
     assert run.info.run_name == RUN.format(1), "the jobs not started opened no run"
+    if launcher == "fused":
+        lines = [line for line in command.splitlines() if "Launching 3 jobs" in line]
+        assert lines and lines[0].endswith(
+            "Launching 3 jobs: 3 one after another, not fused (fusion off on cpu: fuse=true to force)"
+        ), lines
 
 
 def test_an_optuna_batch_over_joblib_fails_the_trials_not_started_as_interrupted(
@@ -154,6 +160,53 @@ def test_an_optuna_batch_over_joblib_fails_the_trials_not_started_as_interrupted
         reason = trial.user_attrs["failure_reason"]
         assert reason.startswith("interrupted: SweepStopped: tracking.uri="), reason
     assert len(trial_runs(runs_in(db))) == 1, "the jobs not started opened no run"
+
+
+def test_another_apps_task_function_runs_under_the_fused_launcher(tmp_path):
+    """A Hydra app of the user's own that picks hydra/launcher=fused: its task function runs for
+    every job, one after another, and one line says its jobs are not fused."""
+    import subprocess
+    import sys
+
+    app = tmp_path / "my_app.py"
+    app.write_text(
+        textwrap.dedent(
+            """
+            from pathlib import Path
+
+            import hydra
+
+            from greenai.sweep.fused_launcher import register
+
+            register()
+
+
+            @hydra.main(config_path=None, config_name=None, version_base=None, execution_whitelist=["greenai.*"])
+            def my_task(cfg):
+                Path(f"ran-{cfg.x}").write_text(str(cfg.x * 2))
+                return cfg.x * 2
+
+
+            if __name__ == "__main__":
+                my_task()
+            """
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, str(app), "-m", "hydra/launcher=fused", "+x=1,2,3", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-3000:]
+    assert sorted(p.read_text() for p in tmp_path.glob("ran-*")) == ["2", "4", "6"], "the app's task ran for each job"
+    said = [line for line in text.splitlines() if "is not greenai's trial" in line]
+    assert len(said) == 1 and said[0].endswith(
+        "hydra/launcher=fused: __main__.my_task is not greenai's trial, so its jobs run one after another, not fused"
+    ), text[-3000:]
+    assert not (tmp_path / "mlflow.db").exists(), "no greenai trial ran"
 
 
 def test_the_stop_reaches_other_processes_when_the_full_disk_is_the_sweep_folders(small_disk, monkeypatch):

@@ -7,7 +7,13 @@ groups the prepared trials by what must match to fuse (greenai.fusion.fusion_key
 batch size, epochs, dataset, device, energy backend), opens each group's MLflow runs as it
 starts, trains it as one grouped model (greenai.trial_runner.run_fused) and returns one result
 per job. Trials whose `fuse` setting is off train one after another, as with Hydra's basic
-launcher. Members that cannot fuse are grouped apart, never refused.
+launcher. Members that cannot fuse are grouped apart, never refused. The line that starts
+training says what it does: the fused groups and their sizes, or how many trials train one after
+another and why (`fuse=false`, packed, or fusion off on the CPU with `fuse=null`).
+
+Only greenai's own trial (`python -m greenai.train`, marked by `greenai_trial`) can be prepared and
+fused. Another Hydra app that picks this launcher has its task function run as Hydra's basic
+launcher runs it, job after job through `run_job`, and is told once that its jobs are not fused.
 
 A batch stops on a full store as every launcher does (greenai.sweep.full_stop): after a group
 whose trial met one, the groups not yet trained are skipped, before their runs are opened.
@@ -16,6 +22,7 @@ whose trial met one, the groups not yet trained are skipped, before their runs a
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +47,7 @@ if TYPE_CHECKING:  # torch: imported once a batch is launched
 
 log = logging.getLogger(__name__)
 TARGET = "greenai.sweep.fused_launcher.FusedLauncher"
+TRIAL_MARK = "greenai_trial"
 
 
 @dataclass
@@ -53,6 +61,13 @@ def register() -> None:
     ConfigStore.instance().store(
         group="hydra/launcher", name="fused", node=FusedLauncherConf, provider="greenai", replace=True
     )
+
+
+def greenai_trial(task_function: TaskFunction) -> TaskFunction:
+    """Marks greenai's trial (the task function of `python -m greenai.train`): the launcher may
+    prepare its jobs here and train them fused."""
+    setattr(task_function, TRIAL_MARK, True)
+    return task_function
 
 
 @dataclass(frozen=True)
@@ -82,27 +97,49 @@ class FusedLauncher(Launcher):
         self._templates: dict[tuple[str, ...], DictConfig] = {}
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
+        self._said_not_fused = False
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        self.config, self.hydra_context = config, hydra_context
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         assert self.config is not None and self.hydra_context is not None
+        if not getattr(self.task_function, TRIAL_MARK, False):
+            return self._launch_other_app(job_overrides, initial_job_idx)
         setup_globals()
         self._configure_log()
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        log.info("Launching %d jobs fused", len(job_overrides))
+        log.info("Preparing %d jobs", len(job_overrides))
         returns = [
             self._prepare(initial_job_idx + i, overrides, first=i == 0) for i, overrides in enumerate(job_overrides)
         ]
         ready = [i for i, r in enumerate(returns) if r.status is JobStatus.COMPLETED]
         jobs = [returns[i].return_value for i in ready]
-        for group in self._groups(jobs):
+        groups = self._groups(jobs)
+        log.info(_plan(jobs, groups, len(job_overrides)))
+        for group in groups:
             outcomes = _train([jobs[g] for g in group])
             for g, outcome in zip(group, outcomes, strict=True):
                 _settle(returns[ready[g]], outcome)
         self._configure_log()
         return returns
+
+    def _launch_other_app(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        """Jobs of another app's task function: run as Hydra's basic launcher runs them, one
+        after another through run_job; fusing needs greenai's trial (said once)."""
+        from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+
+        assert self.config is not None and self.hydra_context is not None and self.task_function is not None
+        if not self._said_not_fused:
+            task = f"{self.task_function.__module__}.{self.task_function.__qualname__}"
+            log.info(
+                "hydra/launcher=fused: %s is not greenai's trial, so its jobs run one after another, not fused", task
+            )
+            self._said_not_fused = True
+        basic = BasicLauncher()
+        basic.setup(hydra_context=self.hydra_context, task_function=self.task_function, config=self.config)
+        return basic.launch(job_overrides, initial_job_idx)
 
     def _configure_log(self) -> None:
         assert self.config is not None and self.hydra_context is not None
@@ -213,6 +250,32 @@ def _open_runs(jobs: list[ReadyJob]) -> list[Any]:
                     trial.record.close(None, exc)
             raise
     return opened
+
+
+def _plan(ready: list[ReadyJob], groups: list[list[int]], jobs: int) -> str:
+    """The line that starts training: the fused groups and their sizes, and how many trials
+    train one after another, unfused, and why."""
+    sizes = [len(g) for g in groups if ready[g[0]].setup.fused]
+    alone = Counter(_why_alone(ready[g[0]].setup) for g in groups if not ready[g[0]].setup.fused)
+    parts = []
+    if sizes:
+        plural = "s" if len(sizes) > 1 else ""
+        parts.append(f"fused as {len(sizes)} group{plural} ({' + '.join(map(str, sizes))} trials)")
+    if alone:
+        parts.append(f"{sum(alone.values())} one after another, not fused ({'; '.join(alone)})")
+    started = f"{len(ready)} jobs" if len(ready) == jobs else f"{len(ready)} of {jobs} jobs"
+    return f"Launching {started}" + (f": {'; '.join(parts)}" if parts else "")
+
+
+def _why_alone(setup: TrialSetup) -> str:
+    """Why a trial is not fused (greenai.trial_setup.fuses decided it)."""
+    from greenai.sweep.packing import TimelineMeter
+
+    if isinstance(setup.meter, TimelineMeter):
+        return "packed trials are attributed one by one"
+    if setup.config.fuse is False:
+        return "fuse=false"
+    return f"fusion off on {setup.device.type}: fuse=true to force"
 
 
 def _settle(returned: JobReturn, outcome: Any) -> None:
