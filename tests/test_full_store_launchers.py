@@ -135,6 +135,26 @@ def test_a_plain_sweep_starts_no_trial_after_its_store_fills(greenai, fashion_ro
         ), lines
 
 
+def test_a_plain_sweep_whose_folder_fills_ends_with_one_line(greenai, fashion_root, tmp_path, small_disk):
+    """Hydra writes each job's files before the job starts: with the sweep folder's disk full,
+    job #1's cannot be written. The sweep ends with greenai's one line, not Hydra's traceback,
+    and the job logs cut short say so once."""
+    folder = small_disk.path / "sweep"
+    args = ["-m", "conv_layers=1,2,3", "device=cpu", *tiny_args(fashion_root, tmp_path / "cache", EPOCHS, 16)]
+    log = tmp_path / "command.log"
+    proc = greenai.start(*args, f"hydra.sweep.dir={folder}", log=log)
+    wait_for(log, f"{RUN.format(1)}] epoch   2/", proc)
+    small_disk.fill()
+    code = proc.wait(timeout=300)
+    text = log.read_text()
+    assert code == 3, text[-3000:]
+    assert_one_line(text, f"hydra.sweep.dir={folder}: the disk holding {folder}")
+    assert len([line for line in text.splitlines() if "this job's log stops here" in line]) == 1, text[-3000:]
+    assert f"{RUN.format(2)}] epoch" not in text and f"{RUN.format(3)}] epoch" not in text
+    (run,) = trial_runs(runs_in(greenai.cwd / "mlflow.db"))
+    assert run.info.status == "FINISHED" and run.info.run_name == RUN.format(1), "only the sweep folder is full"
+
+
 def test_an_optuna_batch_over_joblib_fails_the_trials_not_started_as_interrupted(
     greenai, fashion_root, tmp_path, small_disk
 ):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -32,6 +33,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from greenai.errors import EXIT_STORE_FULL, GreenAIError, fail
+from greenai.full_disk import folder_full, stop_line
 from greenai.store_waits import StoreFull
 from greenai.sweep_folder import SweepFolder, write_atomic
 
@@ -101,7 +104,11 @@ def _sweep_dir(config: DictConfig) -> Path:
 
 class SweepStopCallback(Callback):
     """Gives each sweep its id, marks it stopped when one of its jobs ends on a full store (in
-    the job's process, whatever the launcher), and removes the marks when the sweep ends."""
+    the job's process, whatever the launcher), and removes the marks when the sweep ends. Hydra
+    writes a job's files (.hydra/*.yaml) before the job starts: a full disk there ends the sweep
+    with one line naming hydra.sweep.dir, as greenai's sweeper says it, not Hydra's traceback.
+    First among the callbacks, so that it ends the sweep after the others (Hydra ends them in
+    reverse order)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         os.environ[SWEEP_ID_ENV] = uuid.uuid4().hex  # before any launcher starts a process
@@ -121,3 +128,8 @@ class SweepStopCallback(Callback):
             for place in _places(_sweep_dir(config), sweep_id):
                 with contextlib.suppress(OSError):
                     place.unlink(missing_ok=True)
+        exc = sys.exc_info()[1]  # set when the sweep is ending by an exception
+        if not isinstance(exc, GreenAIError):
+            stopped = folder_full("hydra.sweep.dir", _sweep_dir(config), exc)
+            if stopped is not None:
+                fail(stop_line(stopped, "sweep"), EXIT_STORE_FULL)

@@ -21,7 +21,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from greenai import names, tracking
+from greenai import log_files, names, tracking
 from greenai.devices import pick_device
 from greenai.energy import make_meter
 from greenai.errors import EXIT_STORE_FULL, GreenAIError, Interrupted, fail, failure_reason, interrupt_on_sigterm
@@ -180,6 +180,9 @@ class SweepRunCallback(Callback):
         exc = sys.exc_info()[1]  # set when the sweep is ending by an exception
         if self.run is None:
             return
+        assert self.folder is not None
+        # The summary is logged to the last job's log too, which may be on a full disk: said once.
+        log_files.guard_log_files(("hydra.sweep.dir", self.folder.path))
         try:
             try:
                 self._summarize(config)
