@@ -25,8 +25,12 @@ RESULTS = "optimization_results.yaml"
 def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    partial.replace(path)
+    try:
+        partial.write_text(text)
+        partial.replace(path)
+    except OSError:
+        partial.unlink(missing_ok=True)  # a full disk takes the name but not the text: leave neither
+        raise
 
 
 class SweepFolder:

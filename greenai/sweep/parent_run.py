@@ -25,7 +25,7 @@ from greenai import names
 from greenai.energy.idle import idle_power
 from greenai.energy.meters import make_meter
 from greenai.errors import EXIT_STORE_FULL, GreenAIError, Interrupted, fail, failure_reason, interrupt_on_sigterm
-from greenai.stores import tracking
+from greenai.stores import log_files, tracking
 from greenai.stores.full_disk import folder_full, stop_line
 from greenai.stores.owner import owner_alive, owner_id
 from greenai.stores.reachability import check_reachable
@@ -181,6 +181,9 @@ class SweepRunCallback(Callback):
         exc = sys.exc_info()[1]  # set when the sweep is ending by an exception
         if self.run is None:
             return
+        assert self.folder is not None
+        # The summary is logged to the last job's log too, which may be on a full disk: said once.
+        log_files.guard_log_files(("hydra.sweep.dir", self.folder.path))
         try:
             try:
                 self._summarize(config)

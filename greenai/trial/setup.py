@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from greenai.config import TrainConfig
 from greenai.energy.idle import IdlePower, idle_power
 from greenai.energy.meters import Meter, make_meter
+from greenai.stores import sweep_stop
 from greenai.stores.reachability import check_reachable
 from greenai.stores.url import StoreURL
 from greenai.training import data, devices, models
@@ -88,7 +89,9 @@ def prepare(cfg: DictConfig) -> TrialSetup:
 
 
 def open_record(setup: TrialSetup) -> TrialRecord:
-    """The trial's MLflow run (described: params, architecture, config file) and its figures."""
+    """The trial's MLflow run (described: params, architecture, config file) and its figures;
+    none, and SweepStopped, if a job of its sweep met a full store (greenai.sweep.full_stop)."""
+    sweep_stop.check(setup.job.sweep_dir, setup.job.job_num)
     config = setup.config
     figures = TrialFigures(train_images=len(setup.dataset.y_train), idle=setup.idle)
     tags = run_tags(setup.job, setup.meter, setup.device, setup.dataset.source, setup.idle)
