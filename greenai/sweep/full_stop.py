@@ -58,6 +58,8 @@ class SweepStopCallback(Callback):
         if sweep_id is not None:
             clear(_sweep_dir(config), sweep_id)
         exc = sys.exc_info()[1]  # set when the sweep is ending by an exception
+        if isinstance(exc, StoreFull):  # the command's one line, in greenai's command and in a user's app alike
+            fail(stop_line(exc, "sweep"), EXIT_STORE_FULL)
         if not isinstance(exc, GreenAIError):
             stopped = folder_full("hydra.sweep.dir", _sweep_dir(config), exc)
             if stopped is not None:

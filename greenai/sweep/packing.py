@@ -38,6 +38,7 @@ from greenai.sweep.study import SweepStudy
 from greenai.training.loop import EpochResult
 from greenai.trial.figures import TrialFigures, epoch_metrics
 from greenai.trial.packed import packed
+from greenai.trial.sweep_identity import settings
 
 log = logging.getLogger(__name__)
 RULE = (
@@ -80,8 +81,8 @@ class BatchEnergy:
 
     @classmethod
     def for_sweep(cls, config: DictConfig, folder: SweepFolder) -> BatchEnergy:
-        k = int(config.sweep.trials_per_gpu)
-        store = StoreURL.parse(config.tracking.uri, config.hydra.runtime.cwd)
+        k = int(settings(config).sweep.trials_per_gpu)  # always 1 in a user's app (app_settings.check)
+        store = StoreURL.parse(settings(config).tracking.uri, config.hydra.runtime.cwd)
         if k <= 1:
             return cls(k, None, folder, store)
         if not packed(config):

@@ -40,7 +40,7 @@ from greenai.sweep.totals import sweep_summary
 from greenai.training.devices import pick_device
 from greenai.trial.outcome import Pruned
 from greenai.trial.preflight import check_jobs, job_override_lists
-from greenai.trial.sweep_identity import is_greenai_sweep, searcher_name, study_name
+from greenai.trial.sweep_identity import in_app, is_greenai_sweep, searcher_name, settings, settings_key, study_name
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class SweepRunCallback(Callback):
             if stopped is not None:  # the parent run's id or the idle power, written in the sweep folder
                 fail(stop_line(stopped, "sweep"), EXIT_STORE_FULL)
             fail(
-                f"tracking.uri={redact_text(str(config.tracking.uri))}: "
+                f"{settings_key(config, 'tracking.uri')}={redact_text(str(settings(config).tracking.uri))}: "
                 f"cannot open the sweep's MLflow run ({failure_reason(exc)})"
             )
 
@@ -80,31 +80,32 @@ class SweepRunCallback(Callback):
         """The search space's parameter names of a greenai sweep (None for a plain sweep)."""
         if is_greenai_sweep(config):
             return ",".join(sorted(check_sweep(config).distributions))
-        if config.sweep.pruner:
+        if settings(config).sweep.pruner:
+            group = "greenai/" if in_app(config) else ""  # where a user's app finds greenai's groups
             fail(
-                "pruner: pruning needs an Optuna searcher (searcher=grid|random|bayes|tpe); "
+                f"{group}pruner: pruning needs an Optuna searcher ({group}searcher=grid|random|bayes|tpe); "
                 "Hydra's plain sweep runs every job to the end"
             )
         check_jobs(config, job_override_lists(config))
         return None
 
     def _start(self, config: DictConfig, search: str | None) -> None:
-        launch_dir = os.getcwd()
+        launch_dir, greenai = os.getcwd(), settings(config)  # a user's app: its `greenai` node
         self.folder = SweepFolder(Path(launch_dir) / str(config.hydra.sweep.dir))
-        store = StoreURL.parse(config.tracking.uri, launch_dir)
-        check_reachable(store, "tracking.uri")
+        store = StoreURL.parse(greenai.tracking.uri, launch_dir)
+        check_reachable(store, settings_key(config, "tracking.uri"))
         self.study = study_name(config) if search is not None else None
-        self.grace = int(config.sweep.heartbeat_grace_seconds)
-        self.storage = StoreURL.parse(config.sweep.storage, launch_dir) if self.study else None
+        self.grace = int(greenai.sweep.heartbeat_grace_seconds)
+        self.storage = StoreURL.parse(greenai.sweep.storage, launch_dir) if self.study else None
         if self.storage:
-            check_reachable(self.storage, "sweep.storage")
+            check_reachable(self.storage, settings_key(config, "sweep.storage"))
         mlflow = tracking.client(store)
         # Several processes resuming one study at once must find or create one parent run.
         with store.lock(f"parent:{self.study}"):
             self.run = self._reopen(mlflow, config) or self._create(mlflow, config, search)
         self.folder.write_parent_run_id(self.run.run_id)
         log.info(
-            "MLflow sweep run %s in %s (experiment %s)", self.run.run_id, store.redacted, config.tracking.experiment
+            "MLflow sweep run %s in %s (experiment %s)", self.run.run_id, store.redacted, greenai.tracking.experiment
         )
 
     def _reopen(self, mlflow: Any, config: DictConfig) -> tracking.RunLogger | None:
@@ -112,7 +113,7 @@ class SweepRunCallback(Callback):
         if self.study is None:
             return None
         previous = tracking.find_run(
-            mlflow, str(config.tracking.experiment), {names.RUN_KIND: "sweep", names.STUDY: self.study}
+            mlflow, str(settings(config).tracking.experiment), {names.RUN_KIND: "sweep", names.STUDY: self.study}
         )
         if previous is None:
             return None
@@ -137,18 +138,19 @@ class SweepRunCallback(Callback):
             tags[names.SEARCH_SPACE] = search
         name = f"sweep-{self.study}" if self.study else f"sweep-{self.folder.path.parent.name}-{self.folder.path.name}"
         return tracking.create_run(
-            mlflow, str(config.tracking.experiment), name, {k: redact_text(str(v)) for k, v in tags.items()}
+            mlflow, str(settings(config).tracking.experiment), name, {k: redact_text(str(v)) for k, v in tags.items()}
         )
 
     def _measure_idle(self, config: DictConfig) -> None:
         """Idle power of this host, before the first trial starts: no job has loaded data or
         started CUDA yet. Jobs launched elsewhere (Slurm) measure their own host's."""
         launcher = str(OmegaConf.select(config, "hydra.launcher._target_") or "")
-        if "Slurm" in launcher or float(config.energy.idle_seconds) <= 0:
+        greenai = settings(config)
+        if "Slurm" in launcher or float(greenai.energy.idle_seconds) <= 0:
             return
         try:
-            meter = make_meter(config.energy, pick_device(str(config.device)))
-            idle_power(meter, float(config.energy.idle_seconds), self.folder)
+            meter = make_meter(greenai.energy, pick_device(str(greenai.device)))
+            idle_power(meter, float(greenai.energy.idle_seconds), self.folder)
         except GreenAIError as exc:  # the jobs will say it, with the job's own settings
             log.info("idle power not measured before the sweep (%s)", exc)
 
@@ -204,7 +206,7 @@ class SweepRunCallback(Callback):
         self._close_orphans(self.run)
         children = tracking.child_runs(self.run.mlflow, self.run.run_id)
         rows = [row_from_run(r) for r in children]
-        two_objectives = len(config.objective.directions) > 1
+        two_objectives = len(settings(config).objective.directions) > 1
         summary = sweep_summary(rows, two_objectives)
         self.run.metrics(
             {f"sweep_{k}": v for k, v in summary.items() if isinstance(v, (int, float)) and k != "best_round"}
