@@ -56,7 +56,8 @@ def main(cfg):
 
 
 if __name__ == "__main__":
-    main()
+    with greenai.command_line_errors():
+        main()
 """
 CONFIG = """
 defaults:
@@ -195,6 +196,8 @@ def test_a_greenai_sweep_of_an_app_prunes_whether_it_breaks_or_raises(app):
 @pytest.mark.parametrize(
     ("args", "line"),
     [
+        (["greenai.energy.backend=nvidia"], "greenai.energy.backend=nvidia: must be one of auto, zeus, estimate, off"),
+        (["greenai/searcher=annealing"], "greenai/searcher=annealing: unknown greenai/searcher; choose one of bayes,"),
         (["greenai.sweep.trials_per_gpu=2"], "greenai.sweep.trials_per_gpu=2: must be 1: packing trials"),
         (["greenai.energy.idle_seconds=-1"], "greenai.energy.idle_seconds=-1.0: must be >= 0"),
         (["-m", "greenai.energy.idle_seconds=0,-1"], "greenai.energy.idle_seconds=-1.0: must be >= 0"),

@@ -38,4 +38,5 @@ def main(cfg: DictConfig) -> object:
 
 
 if __name__ == "__main__":
-    main()
+    with greenai.command_line_errors():  # a bad command line or config: one line, exit status 2
+        main()

@@ -5,5 +5,6 @@ Trainer. The API layer sits above the sweep layer; nothing in greenai imports it
 from optuna import TrialPruned
 
 from greenai.api.trial import TRUSTED_TARGETS, Trial
+from greenai.errors import command_line_errors
 
-__all__ = ["TRUSTED_TARGETS", "Trial", "TrialPruned"]
+__all__ = ["TRUSTED_TARGETS", "Trial", "TrialPruned", "command_line_errors"]
