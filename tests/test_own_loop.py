@@ -366,3 +366,57 @@ def test_the_package_hands_out_the_api_lazily():
         """
     )
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ})
+
+
+def settings_only(tmp_path: Path) -> OmegaConf:
+    return OmegaConf.create(
+        {
+            "lr": 0.1,
+            "greenai": {
+                "metric": "acc",
+                "energy": {"backend": "estimate", "idle_seconds": 0},
+                "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+            },
+        }
+    )
+
+
+def test_a_plain_script_records_its_epochs_and_returns_the_metric(tmp_path, monkeypatch):
+    """Outside Hydra too: each epoch's windows and metrics at its step, the objective the last
+    value reported (a final report counts), the run FINISHED with the config as params."""
+    import greenai
+
+    monkeypatch.chdir(tmp_path)
+    with greenai.Trial(settings_only(tmp_path), device="cpu") as trial:
+        for epoch in range(2):
+            with trial.epoch():
+                sum(i * i for i in range(200_000))  # some CPU time for the estimate to count
+                with trial.evaluation():
+                    pass
+                trial.report(acc=0.5 + epoch / 10)
+        trial.report(acc=0.75)
+    assert trial.objective == pytest.approx(0.75)
+    (run,) = trial_runs(mlflow_runs(tmp_path))
+    assert run.info.status == "FINISHED" and run.data.params["lr"] == "0.1"
+    assert run.data.tags["energy_source"] == "estimated" and run.data.metrics["energy_j"] > 0
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "acc")] == [
+        (1, 0.5),
+        (2, pytest.approx(0.6)),
+        (2, 0.75),
+    ]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch_energy_j")] == [1, 2]
+
+
+def test_an_evaluation_outside_an_epoch_is_one_line_and_the_run_failed(tmp_path, monkeypatch, capsys):
+    import greenai
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stopped, greenai.Trial(settings_only(tmp_path), device="cpu") as trial:
+        with trial.evaluation():
+            pass
+    assert stopped.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("greenai: ")]
+    assert errors == ["greenai: error: trial.evaluation(): use it inside `with trial.epoch():`"]
+    (run,) = trial_runs(mlflow_runs(tmp_path))
+    assert run.info.status == "FAILED" and run.data.tags["greenai.trial_state"] == "failed"

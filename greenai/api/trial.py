@@ -138,7 +138,7 @@ class Trial:
         trial = self._open
         if self._windows is not None:
             raise GreenAIError("trial.epoch(): already inside an epoch; epochs follow one another")
-        windows, self._windows, self._metrics = trial.windows(), None, {}
+        windows, self._metrics = trial.windows(), {}
         windows.start()
         self._windows = windows
         try:
