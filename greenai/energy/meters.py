@@ -25,6 +25,8 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Protocol
@@ -116,6 +118,37 @@ class Meter(Protocol):
 
     def end(self, name: str) -> Measurement: ...
 
+    def cancel(self, name: str) -> None:
+        """Forget an open window (its work failed): nothing is measured, nothing stays open."""
+        ...
+
+
+@dataclass
+class Window:
+    """What `window()` measured, once its block has ended."""
+
+    measurement: Measurement | None = None
+
+    @property
+    def taken(self) -> Measurement:
+        assert self.measurement is not None, "read a window once its block has ended"
+        return self.measurement
+
+
+@contextmanager
+def window(meter: Meter, name: str) -> Iterator[Window]:
+    """`meter`'s window `name` around a block. An exception inside it (a CUDA out-of-memory
+    error, a store that failed) cancels the window and is raised on: a window left open would
+    be ended by the next trial of the process, which would then report this one's joules."""
+    taken = Window()
+    meter.begin(name)
+    try:
+        yield taken
+    except BaseException:
+        meter.cancel(name)
+        raise
+    taken.measurement = meter.end(name)
+
 
 @dataclass
 class OffMeter:
@@ -131,6 +164,9 @@ class OffMeter:
 
     def end(self, name: str) -> Measurement:
         return Measurement(time.perf_counter() - self._started.pop(name), None, None, Source.off)
+
+    def cancel(self, name: str) -> None:
+        self._started.pop(name, None)
 
 
 @dataclass
@@ -153,6 +189,9 @@ class EstimateMeter:
         wall0, cpu0 = self._started.pop(name)
         cpu_seconds = time.process_time() - cpu0
         return Measurement(time.perf_counter() - wall0, None, cpu_seconds * self.watts_per_cpu_core, Source.estimated)
+
+    def cancel(self, name: str) -> None:
+        self._started.pop(name, None)
 
 
 class ZeusMeter:
@@ -210,6 +249,13 @@ class ZeusMeter:
         approximate = self.period is not None and m.time < APPROXIMATE_STEPS * self.period
         return Measurement(m.time, gpu, cpu, Source.measured, approximate=approximate)
 
+    def open_windows(self) -> list[str]:
+        return list(self.monitor.measurement_states)
+
+    def cancel(self, name: str) -> None:
+        if name in self.monitor.measurement_states:
+            self.monitor.end_window(name, sync_execution=False, cancel=True)
+
 
 class FallbackMeter:
     """Zeus while it reads, the estimate for any window it cannot: such runs are labelled partial."""
@@ -220,6 +266,9 @@ class FallbackMeter:
         self.components = primary.components
         self.counters = primary.counters
         self.description = f"{primary.description}; falls back to {fallback.description}"
+        # Windows Zeus opened: a window Zeus failed to open is estimated, never read from Zeus
+        # (which might still hold an older window of that name).
+        self._opened: set[str] = set()
 
     def begin(self, name: str) -> None:
         self.fallback.begin(name)
@@ -227,14 +276,27 @@ class FallbackMeter:
             self.primary.begin(name)
         except Exception as exc:  # a backend that fails must not kill the trial
             log.warning("energy: Zeus failed to open window %r (%s); estimating it", name, exc)
+        else:
+            self._opened.add(name)
 
     def end(self, name: str) -> Measurement:
         estimate = self.fallback.end(name)
+        if name not in self._opened:
+            return estimate
+        self._opened.discard(name)
         try:
             return self.primary.end(name)
         except Exception as exc:
             log.warning("energy: Zeus failed to read window %r (%s); using the estimate", name, exc)
             return estimate
+
+    def cancel(self, name: str) -> None:
+        self.fallback.cancel(name)
+        self._opened.discard(name)
+        try:
+            self.primary.cancel(name)
+        except Exception as exc:  # the window is gone either way
+            log.debug("energy: cancelling window %r: %s", name, exc)
 
 
 _METERS: dict[tuple[object, ...], Meter] = {}

@@ -58,7 +58,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from greenai.config import TrainConfig
-from greenai.energy.meters import Meter
+from greenai.energy.meters import Meter, window
 from greenai.errors import ConfigError
 from greenai.training import models
 from greenai.training.data import DeviceData
@@ -478,12 +478,11 @@ def _epoch_results(
     group: FusedGroup, data: DeviceData, epoch: int, batch_size: int, meter: Meter
 ) -> dict[int, EpochResult]:
     members = len(group.active)
-    meter.begin("train")
-    train_losses = train_group_epoch(group, data, batch_size)
-    train = meter.end("train").share(members)
-    meter.begin("eval")
-    test_losses, accuracies = evaluate_group(group.model, data.x_test, data.y_test)
-    evaluation = meter.end("eval").share(members)
+    with window(meter, "train") as trained:
+        train_losses = train_group_epoch(group, data, batch_size)
+    with window(meter, "eval") as evaluated:
+        test_losses, accuracies = evaluate_group(group.model, data.x_test, data.y_test)
+    train, evaluation = trained.taken.share(members), evaluated.taken.share(members)
     return {
         member: EpochResult(epoch, train_losses[i], test_losses[i], accuracies[i], train, evaluation)
         for i, member in enumerate(group.active)

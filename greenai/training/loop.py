@@ -17,7 +17,7 @@ from enum import Enum
 import torch
 from torch import nn
 
-from greenai.energy.meters import Measurement, Meter
+from greenai.energy.meters import Measurement, Meter, window
 from greenai.errors import GreenAIError
 from greenai.training.data import DeviceData
 
@@ -156,13 +156,11 @@ def fit(
     generator = torch.Generator().manual_seed(seed)
     run = TrainingRun()
     for epoch in range(1, epochs + 1):
-        meter.begin("train")
-        train_loss = train_epoch(model, optimizer, data, batch_size, generator)
-        train_energy = meter.end("train")
-        meter.begin("eval")
-        test_loss, accuracy = evaluate(model, data.x_test, data.y_test)
-        eval_energy = meter.end("eval")
-        result = EpochResult(epoch, train_loss, test_loss, accuracy, train_energy, eval_energy)
+        with window(meter, "train") as train:
+            train_loss = train_epoch(model, optimizer, data, batch_size, generator)
+        with window(meter, "eval") as evaluation:
+            test_loss, accuracy = evaluate(model, data.x_test, data.y_test)
+        result = EpochResult(epoch, train_loss, test_loss, accuracy, train.taken, evaluation.taken)
         stop = 0 in set((on_epoch({0: result}) if on_epoch else None) or ())
         if run.after_epoch(result, stop):
             return run
