@@ -45,6 +45,7 @@ class Record:
     closed: list[Any] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)
     metrics: list[dict[str, float]] = field(default_factory=list)
+    job: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(sweep_folder=None, parent_run_id=None))
 
     def optimizer(self, applied: Hyperparameters) -> None:
         pass

@@ -68,7 +68,8 @@ class Measurement:
 
     `charged_seconds` is the time idle power is charged for: the window's seconds, or a share
     of them where the window's energy is shared (packed, fused). `approximate`: a counter
-    window shorter than APPROXIMATE_STEPS counter periods."""
+    window shorter than APPROXIMATE_STEPS counter periods. `shared_by`: the members a fused
+    group's window was shared equally among (None for a window of one training)."""
 
     seconds: float
     gpu_j: float | None
@@ -76,6 +77,7 @@ class Measurement:
     source: Source
     charged_seconds: float | None = None
     approximate: bool = False
+    shared_by: int | None = None
 
     @property
     def total_j(self) -> float | None:
@@ -94,7 +96,12 @@ class Measurement:
 
         source = {Source.measured: Source.fused, Source.estimated: Source.fused_estimated}.get(self.source, self.source)
         return replace(
-            self, gpu_j=part(self.gpu_j), cpu_j=part(self.cpu_j), source=source, charged_seconds=self.charged / members
+            self,
+            gpu_j=part(self.gpu_j),
+            cpu_j=part(self.cpu_j),
+            source=source,
+            charged_seconds=self.charged / members,
+            shared_by=members,
         )
 
 

@@ -77,23 +77,43 @@ class TrialFigures:
             "cpu_energy_j": self._total(self.train_windows + self.eval_windows, "cpu_j"),
             "energy_per_train_sample_j": None if train_j is None or not samples else train_j / samples,
         }
+        figures.update(self._by_group_size())
         if self.idle is not None:
             figures["idle_power_w"] = self.idle.watts
             figures["train_net_energy_j"] = self.idle.net(train_j, train_s or 0.0)
             figures["net_energy_j"] = self.idle.net(figures["energy_j"], figures["busy_seconds"])
         return figures
 
+    def _by_group_size(self) -> dict[str, float | None]:
+        """A fused trial's energy and epochs at each group size it trained in: a window's joules
+        are shared equally among the members active in it, so a member's share grows as its
+        group shrinks, for the same work."""
+        sizes = sorted({e.train.shared_by for e in self.epochs if e.train.shared_by is not None}, reverse=True)
+        figures: dict[str, float | None] = {}
+        for size in sizes:
+            epochs = [e for e in self.epochs if e.train.shared_by == size]
+            figures[f"fused_epochs_size_{size}"] = float(len(epochs))
+            figures[f"fused_energy_j_size_{size}"] = self._total(
+                [w for e in epochs for w in (e.train, e.eval)], "total_j"
+            )
+        return figures
+
 
 def epoch_metrics(result: EpochResult, idle: IdlePower | None = None) -> dict[str, float | None]:
     net = {} if idle is None else {"epoch_net_energy_j": idle.net(result.train.total_j, result.train.charged)}
-    return net | {
-        "train_loss": result.train_loss,
-        "test_loss": result.test_loss,
-        "test_accuracy": result.test_accuracy,
-        "epoch_seconds": result.train.charged,
-        "epoch_energy_j": result.train.total_j,
-        "epoch_gpu_energy_j": result.train.gpu_j,
-        "epoch_cpu_energy_j": result.train.cpu_j,
-        "eval_seconds_epoch": result.eval.charged,
-        "eval_energy_j_epoch": result.eval.total_j,
-    }
+    group = {} if result.train.shared_by is None else {"fused_group_size": float(result.train.shared_by)}
+    return (
+        net
+        | group
+        | {
+            "train_loss": result.train_loss,
+            "test_loss": result.test_loss,
+            "test_accuracy": result.test_accuracy,
+            "epoch_seconds": result.train.charged,
+            "epoch_energy_j": result.train.total_j,
+            "epoch_gpu_energy_j": result.train.gpu_j,
+            "epoch_cpu_energy_j": result.train.cpu_j,
+            "eval_seconds_epoch": result.eval.charged,
+            "eval_energy_j_epoch": result.eval.total_j,
+        }
+    )

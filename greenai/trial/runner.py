@@ -12,7 +12,10 @@ with per-epoch metrics, its own Optuna trial told its own result.
   too), with loop.fit's reason.
 - Energy: each window measures the device once; members do equal work, so each gets an equal
   share of every window it was in (`energy_source=fused`, or `fused_estimated` on the CPU
-  estimate), and a trial's energy is the sum of its members' shares. The group size is on the run.
+  estimate), and a trial's energy is the sum of its members' shares: every joule of the group's
+  windows reaches exactly one trial. As a group shrinks each survivor's share grows, so each
+  epoch logs the group size it was shared by (`fused_group_size`) and the run its energy at each
+  size (`fused_energy_j_size_K`, `fused_epochs_size_K`).
 
 Both paths return one `Outcome` per trial (greenai.trial.outcome) and close the trial's
 records with it; a signal (KeyboardInterrupt) closes every open trial KILLED and is raised on.
@@ -166,7 +169,6 @@ def run_fused(trials: Sequence[PreparedTrial]) -> list[Outcome]:
     epochs = first.config.epochs
     for trial in trials:
         trial.record.optimizer(group.hyperparameters(trial.members[0]))
-        trial.record.run.metrics({"fused_group_size": float(len(group.members))})
     log.info("fused group of %d trials, %d members (%s)", len(trials), len(group.members), first.spec.name)
 
     def on_epoch(results: Mapping[int, EpochResult]) -> list[int]:
