@@ -93,3 +93,39 @@ def test_packed_windows_on_the_real_counter_add_up_to_what_the_gpu_drew(cuda):
     attributed = sum(s.joules["gpu"] for s in result.windows.values())
     assert attributed + result.overhead.joules.get("gpu", 0.0) == pytest.approx(result.total.joules["gpu"])
     assert result.windows[2].joules["gpu"] > result.windows[0].joules["gpu"], "the longest load drew the most"
+
+
+def _train_twice(device: torch.device, fused: bool) -> list[torch.Tensor]:
+    """Weights after two epochs of the same seeded training, twice, with deterministic=true."""
+    from greenai.config import ModelName
+    from greenai.energy.meters import OffMeter
+    from greenai.training import devices, fusion, models
+    from greenai.training.data import DeviceData
+    from greenai.training.loop import Hyperparameters, fit, make_optimizer
+
+    devices.set_deterministic(True)
+    spec = models.ArchitectureSpec(ModelName.simplecnn, (1, 28, 28), conv_layers=2, linear_layers=3)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2048, 1, 28, 28, generator=generator)
+    y = torch.randint(0, 10, (2048,), generator=generator)
+    data = DeviceData(x.to(device), y.to(device), x[:512].to(device), y[:512].to(device), "random")
+    hp = Hyperparameters(1e-3, 0.9, 0.999, 1e-8, 0.0)
+    weights = []
+    for _ in range(2):
+        if fused:
+            group = fusion.FusedGroup(spec, [fusion.Member(s, hp) for s in (1, 2, 3)], device)
+            fusion.fit_group(group, data, epochs=2, batch_size=128, meter=OffMeter())
+            weights.append(torch.cat([p.detach().flatten() for p in group.model.parameters()]).cpu())
+        else:
+            torch.manual_seed(1)
+            net = models.build(spec).to(device)
+            fit(net, make_optimizer(net, hp), data, epochs=2, batch_size=128, seed=1, meter=OffMeter())
+            weights.append(torch.cat([p.detach().flatten() for p in net.parameters()]).cpu())
+    devices.set_deterministic(False)
+    return weights
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_deterministic_training_gives_identical_weights(cuda, fused):
+    first, second = _train_twice(cuda, fused)
+    assert torch.equal(first, second), "deterministic=true: the same seed gives bit-identical weights"
