@@ -26,7 +26,7 @@ def fake_gpu_host(monkeypatch):
 
 def test_on_a_gpu_host_it_measures_the_counters_period_zero_windows_and_idle_power(fake_gpu_host):
     found = doctor.examine(scale=0.3)
-    assert found.components == ("gpu",) and found.gpu_name == "Fake H100"
+    assert found.components == ("gpu",) and found.gpu_name == "Fake H100, NVML GPU 0"
     assert found.period_s == pytest.approx(0.02, rel=0.3)
     # 3 ms windows (10 ms x 0.3) mostly miss the 20 ms steps; 300 ms windows never do.
     assert found.zero_share[10] >= 0.5 and found.zero_share[1000] == 0.0

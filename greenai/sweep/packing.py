@@ -27,10 +27,9 @@ from omegaconf import DictConfig
 
 from greenai import names
 from greenai.energy.attribution import Window, attribute
-from greenai.energy.counters import Reading, ZeusCounters
+from greenai.energy.counters import Reading, ZeusCounters, by_component
 from greenai.energy.idle import IdlePower
 from greenai.energy.meters import Measurement, Source, gpu_index
-from greenai.errors import EnergyError
 from greenai.stores import tracking
 from greenai.stores.sweep_folder import SweepFolder
 from greenai.stores.url import StoreURL
@@ -88,11 +87,13 @@ class BatchEnergy:
             log.info("trials_per_gpu=%d: no CUDA GPU here, so trials run side by side, each measured apart", k)
             return cls(k, None, folder, store)
         device = torch.device(config.device) if config.device != "auto" else torch.device("cuda")
-        try:
-            return cls(k, ZeusCounters(gpu_index(device)), folder, store)
-        except EnergyError as exc:
-            log.warning("trials_per_gpu=%d: cannot read the GPU's counters (%s); energies overlap", k, exc)
+        counters = ZeusCounters(gpu_index(device))
+        if counters.gpu is None:
+            log.warning(
+                "trials_per_gpu=%d: cannot read the GPU's counters (%s); energies overlap", k, counters.unread["gpu"]
+            )
             return cls(k, None, folder, store)
+        return cls(k, counters, folder, store)
 
     def begin(self) -> None:
         self._begin = self.counters.read() if self.counters else None
@@ -106,7 +107,7 @@ class BatchEnergy:
         readings = [self._begin, ended] + [
             Reading(r["t"], r["j"]) for lines in timelines.values() for r in lines if "t" in r
         ]
-        result = attribute(_windows(timelines), readings)
+        result = attribute(_windows(timelines), readings, self.counters.wraps)
         batch_j, overhead_j = sum(result.total.joules.values()), sum(result.overhead.joules.values())
         log.info(
             "batch of %d packed trials: %.1f J over %.1f s; overhead (no trial active) %.1f J over %.1f s",
@@ -185,8 +186,9 @@ def _figures(
 
 
 def _measurement(share: Any, seconds: float) -> Measurement:
-    gpu = share.joules.get("gpu")
-    cpu_parts = [share.joules[k] for k in ("cpu", "dram") if k in share.joules]
+    joules = by_component(share.joules)
+    gpu = joules.get("gpu")
+    cpu_parts = [joules[k] for k in ("cpu", "dram") if k in joules]
     return Measurement(
         seconds, gpu, sum(cpu_parts) if cpu_parts else None, Source.attributed, charged_seconds=share.seconds
     )

@@ -53,13 +53,30 @@ def _unusable_gpu(key: str, value: str) -> ConfigError:
     )
 
 
+def gpus_hidden() -> str | None:
+    """Why CUDA sees no GPU on purpose: CUDA_VISIBLE_DEVICES set to no device (empty, or a
+    negative index first, which ends CUDA's list there); None where it leaves GPUs visible."""
+    value = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if value is None:
+        return None
+    first = value.split(",")[0].strip()
+    if first == "" or first.startswith("-"):
+        return f"CUDA_VISIBLE_DEVICES={value!r} hides every GPU"
+    return None
+
+
 def pick_device(name: str) -> torch.device:
     """`auto`: the first CUDA GPU if torch can use one, else the CPU. A GPU the driver shows
     but torch cannot use (a CUDA build newer than the driver) stops the command rather than
-    training quietly, and slowly, on the CPU."""
+    training quietly, and slowly, on the CPU; GPUs hidden on purpose (CUDA_VISIBLE_DEVICES="")
+    mean the CPU."""
+    hidden = gpus_hidden()
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
+        if hidden:
+            log.info("device=auto: %s, so training runs on the CPU", hidden)
+            return torch.device("cpu")
         if nvml_gpu_count() > 0:
             raise _unusable_gpu("device", name)
         return torch.device("cpu")
@@ -68,6 +85,8 @@ def pick_device(name: str) -> torch.device:
     except RuntimeError as exc:
         raise ConfigError("device", name, "must be auto, cpu, cuda or cuda:N") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
+        if hidden:
+            raise ConfigError("device", name, f"{hidden}; unset it, or use device=cpu or device=auto")
         if nvml_gpu_count() > 0:
             raise _unusable_gpu("device", name)
         raise ConfigError("device", name, "no CUDA GPU is visible here; use device=auto or device=cpu")

@@ -46,6 +46,10 @@ class TrialFigures:
         return sum(m.approximate for m in self.train_windows + self.eval_windows)
 
     @property
+    def rederived_windows(self) -> int:
+        return sum(m.rederived for m in self.train_windows + self.eval_windows)
+
+    @property
     def source(self) -> Source:
         return combined_source([m.source for m in self.train_windows + self.eval_windows])
 

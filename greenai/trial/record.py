@@ -191,6 +191,7 @@ class TrialRecord:
     job: JobContext
     epochs_total: int
     pending: Pending = field(default_factory=Pending)
+    meter: Meter | None = None  # set by describe(): what it could not read is tagged at close
 
     @classmethod
     def open(
@@ -210,6 +211,7 @@ class TrialRecord:
 
     def describe(self, config: TrainConfig, spec: models.ArchitectureSpec, meter: Meter) -> None:
         """What the run is: config, architecture, the composed config file, an estimate warning."""
+        self.meter = meter
         summary = architecture_summary(spec)
         tree = config_tree(config)
         self.pending.params.update({**flat_params(tree), **{f"arch.{k}": v for k, v in summary.items()}})
@@ -268,15 +270,27 @@ class TrialRecord:
             raise full[0]
 
     def _approximations(self) -> dict[str, str]:
-        short = self.figures.approximate_windows
-        if not short:
-            return {}
+        """Tags on what the run's windows could not read exactly: short windows, RAPL readings
+        re-derived across a wrap-around, counters that stopped being read mid-run."""
         windows = len(self.figures.epochs) * 2
-        note = (
-            f"{short} of {windows} energy windows were shorter than 10 counter periods: each of those figures is "
-            f"approximate (within one counter step, right on average); the run's totals are exact to one step."
-        )
-        return {names.APPROXIMATE_WINDOWS: f"{short}/{windows}", names.NOTE: note}
+        tags: dict[str, str] = {}
+        notes: list[str] = []
+        short, rederived = self.figures.approximate_windows, self.figures.rederived_windows
+        if short:
+            tags[names.APPROXIMATE_WINDOWS] = f"{short}/{windows}"
+            notes.append(
+                f"{short} of {windows} energy windows were shorter than 10 counter periods: each of those figures "
+                "is approximate (within one counter step, right on average); the run's totals are exact to one step."
+            )
+        if rederived:
+            tags[names.REDERIVED_WINDOWS] = f"{rederived}/{windows}"
+            notes.append(f"{rederived} RAPL readings were corrected for a wrap-around Zeus had miscounted.")
+        unread = getattr(getattr(self.meter, "counters", None), "unread", None)
+        if unread:
+            tags[names.NOT_MEASURED] = "; ".join(f"{k}: {v}" for k, v in sorted(unread.items()))
+        if notes:
+            tags[names.NOTE] = " ".join(notes)
+        return tags
 
     def progress(self, exc: BaseException | None) -> dict[str, object]:
         """The trial's line in the sweep's progress file."""
