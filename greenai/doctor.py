@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from greenai.energy.counters import ZeusCounters, by_component, update_period
+from greenai.energy.counters import ZeusCounters, update_period
+from greenai.energy.idle import cuda_context, measure_idle_power
 from greenai.energy.meters import gpu_index
 from greenai.errors import ConfigError
 from greenai.training import devices
@@ -42,6 +43,8 @@ class Findings:
     idle_seconds: float = 0.0
     device: str = "cpu"  # the device a run with the doctor's device= would train on
     device_error: str | None = None
+    context_w: float | None = None  # all components, a CUDA context held
+    idle_settled: bool = True
 
     @property
     def gpu_unusable(self) -> bool:
@@ -86,7 +89,9 @@ def examine(scale: float = 1.0, device: str = "auto") -> Findings:
         found.period_s = update_period(gpu.millijoules, timeout=1.0 * scale)
         found.zero_share = {ms: _zero_share(gpu.millijoules, ms / 1000 * scale) for ms in WINDOWS_MS}
     if found.components:
-        found.idle_w, found.idle_seconds = _idle(counters, 2.0 * scale)
+        idle = measure_idle_power(counters, 2.0 * scale, found.period_s, cuda_context(chosen))
+        found.idle_w, found.idle_seconds = idle.components, idle.seconds
+        found.context_w, found.idle_settled = idle.context_watts, idle.settled
     return found
 
 
@@ -99,15 +104,6 @@ def _zero_share(read: Callable[[], float], seconds: float) -> float:
         time.sleep(seconds)
         zeros += read() == before
     return zeros / windows
-
-
-def _idle(counters: ZeusCounters, seconds: float) -> tuple[dict[str, float], float]:
-    counters.read()  # a throw-away first reading
-    start = counters.read()
-    time.sleep(seconds)
-    end = counters.read()
-    elapsed = end.time - start.time
-    return {k: v / elapsed for k, v in by_component(end.minus(start, counters.wraps)).items()}, elapsed
 
 
 def render(found: Findings) -> list[str]:
@@ -144,7 +140,10 @@ def render(found: Findings) -> list[str]:
         lines.append(f"share of idle windows that read 0 J on the GPU counter: {shares}")
     if found.idle_w:
         parts = ", ".join(f"{k} {w:.1f} W" for k, w in found.idle_w.items())
-        lines.append(f"idle power ({found.idle_seconds:.1f} s, nothing running): {parts}")
+        settled = "" if found.idle_settled else ", NOT settled: the power kept changing"
+        lines.append(f"idle power (no CUDA context, {found.idle_seconds:.1f} s, nothing running{settled}): {parts}")
+    if found.context_w is not None:
+        lines.append(f"with a CUDA context held, still no work: {found.context_w:.1f} W in all")
     lines.append(f"recommended: {found.recommendation}")
     return lines
 

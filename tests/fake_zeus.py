@@ -21,6 +21,7 @@ step, wrap, fail and lag:
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -54,12 +55,13 @@ class Power:
             first, joules, watts = next(seg for seg in reversed(self._segments) if seg[0] <= step)
         return joules + (step - first) * self.period * watts
 
-    def set_watts(self, watts: float) -> None:
-        """Draw `watts` from the next step on (the steps so far keep what they drew)."""
-        step = self._step(time.monotonic()) + 1
+    def set_watts(self, watts: float, after: float = 0.0) -> None:
+        """Draw `watts` from the next step on, or from `after` seconds from now (the steps
+        before keep what they drew)."""
+        step = self._step(time.monotonic() + after) + 1
         joules = self.joules(self.t0 + step * self.period)
         with self._lock:
-            self._segments.append((step, joules, watts))
+            self._segments = [seg for seg in self._segments if seg[0] < step] + [(step, joules, watts)]
 
 
 class SteppedGPUs:
@@ -82,6 +84,21 @@ class SteppedGPUs:
         self.torch_order = torch_order or list(range(self.count))
         self.gpus = [SimpleNamespace(handle=("nvml", i)) for i in range(self.count)]
         self.fail: Exception | None = None
+        self.processes: list[int] = []  # pids holding a CUDA context (NVML's compute processes)
+        self.reads = 0
+        self._steps_down: list[float] = []
+
+    def steps_from_first_read(self, *watts: float, every: float = 0.2) -> SteppedGPUs:
+        """From its first read on, GPU 0's power steps through `watts`, one every `every`
+        seconds (clocks settling after earlier work, say)."""
+        self._steps_down = list(watts)
+        self._every = every
+        return self
+
+    def hold_context(self, watts: float, index: int = 0) -> None:
+        """This process creates a CUDA context on the GPU: it draws `watts` from then on."""
+        self.processes.append(os.getpid())
+        self.set_watts(watts, index)
 
     @property
     def watts(self) -> float:
@@ -103,6 +120,10 @@ class SteppedGPUs:
     def get_total_energy_consumption(self, index: int) -> int:
         if self.fail is not None:
             raise self.fail
+        self.reads += 1
+        if self.reads == 1:
+            for i, watts in enumerate(self._steps_down):
+                self.power[0].set_watts(watts, after=self._every * i)
         return int(round(self.power[index].joules() * 1000))
 
     def get_instant_power_usage(self, index: int) -> int:
@@ -131,6 +152,42 @@ class RAPLCPUs:
         self._looked: float | None = None  # poll=None: the poller looks only when a test says so
         self.fail: Exception | None = None
         self.reads = 0
+        self.reader_cost: tuple[float, float] | None = None  # (watts, seconds) starting the poller costs
+        self._reader = None
+
+    def readers_cost(self, watts: float, seconds: float) -> RAPLCPUs:
+        """Starting this process's poller (at its first read) is a real child process, busy for
+        `seconds`, then idle, as Zeus's spawned poller is (an interpreter and Zeus's imports,
+        then a read a second); while it is busy the package draws `watts` more."""
+        self.reader_cost = (watts, seconds)
+        return self
+
+    def _start_reader(self) -> None:
+        import subprocess
+        import sys
+
+        assert self.reader_cost is not None
+        busy = (
+            "import sys, time\nend = time.monotonic() + float(sys.argv[1])\n"
+            "while time.monotonic() < end: pass\nprint('ready', flush=True)\nsys.stdin.read()\n"
+        )
+        self._reader = subprocess.Popen(
+            [sys.executable, "-c", busy, str(self.reader_cost[1])], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        os.set_blocking(self._reader.stdout.fileno(), False)
+        self.cpus[0].rapl_file._wraparound_tracker = SimpleNamespace(process=self._reader)
+        self.package.set_watts(self.package.watts + self.reader_cost[0])
+
+    def _reader_done(self) -> None:
+        """The child said it is done starting: the extra draw stops."""
+        if self._reader is not None and self.reader_cost is not None and self._reader.stdout.read():
+            self.package.set_watts(self.package.watts - self.reader_cost[0])
+            self.reader_cost = None
+
+    def stop_readers(self) -> None:
+        if self._reader is not None:
+            self._reader.stdin.close()
+            self._reader.wait(timeout=30)
 
     def look(self) -> None:
         """The poller looks now (poll=None): it counts every wrap so far."""
@@ -173,6 +230,9 @@ class RAPLCPUs:
         now = time.monotonic()
         if self._tracker_start is None:
             self._tracker_start = now  # Zeus starts the poller at the first read
+            if self.reader_cost is not None:
+                self._start_reader()
+        self._reader_done()
         self.reads += 1
         return CpuDramMeasurement(
             cpu_mj=self._value_mj(self.package, now), dram_mj=self._value_mj(self.dram_power, now)
@@ -231,6 +291,9 @@ def install(
         return SimpleNamespace(name=gpus.names[nvml], uuid=gpus.uuids[nvml].removeprefix("GPU-"))
 
     monkeypatch.setattr(pynvml, "nvmlDeviceGetUUID", nvml_uuid)
+    monkeypatch.setattr(
+        pynvml, "nvmlDeviceGetComputeRunningProcesses", lambda h: [SimpleNamespace(pid=p) for p in gpus.processes]
+    )
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "get_device_properties", properties)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: properties(index or 0).name)

@@ -69,7 +69,8 @@ def test_every_component_is_attributed_by_the_same_rule():
 
 def test_a_trials_timeline_becomes_its_per_epoch_and_final_figures():
     # One trial, two epochs; each window's attributed share given: train 30 J, eval 3 J per epoch.
-    lines = [{"event": "note", "train_images": 100, "idle_w": 10.0}]
+    idle = {"watts": 10.0, "context_watts": 14.0, "source": "measured", "seconds": 3.0}
+    lines = [{"event": "note", "train_images": 100, "idle": idle}]
     shares = {}
     t = 0.0
     for step in (1, 2):
@@ -86,7 +87,7 @@ def test_a_trials_timeline_becomes_its_per_epoch_and_final_figures():
     assert final["energy_j"] == pytest.approx(66.0) and final["train_energy_j"] == pytest.approx(60.0)
     assert final["energy_per_train_sample_j"] == pytest.approx(60.0 / 200)
     # Idle power is charged for the trial's share of the time (0.5 s per window), not the window's 1 s.
-    assert final["net_energy_j"] == pytest.approx(66.0 - 10.0 * 2.0)
+    assert final["net_energy_j"] == pytest.approx(66.0 - 10.0 * 2.0) and final["context_power_w"] == 14.0
     assert per_epoch[2]["epoch_energy_j"] == pytest.approx(30.0) and per_epoch[2][
         "epoch_net_energy_j"
     ] == pytest.approx(25.0)

@@ -79,6 +79,23 @@ def test_idle_power_is_plausible(cuda):
     assert idle.source is Source.measured and 10 < idle.watts < 600
 
 
+def test_idle_with_no_cuda_context_and_with_one_held_in_a_fresh_process():
+    """This test process holds a CUDA context already: the doctor measures both in its own."""
+    import re
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "greenai.doctor", "--quick"], capture_output=True, text=True, timeout=120, check=True
+    )
+    out = proc.stdout + proc.stderr
+    idle = float(re.search(r"idle power \(no CUDA context.*?gpu ([\d.]+) W", out).group(1))
+    context = float(re.search(r"with a CUDA context held, still no work: ([\d.]+) W", out).group(1))
+    assert 10 < idle < 600 and 10 < context < 1000, out
+    assert context >= 0.95 * idle, f"a context held draws no less than none: {idle} W, {context} W"
+    assert "already hold a CUDA context" not in out, "nothing held a context during the idle window"
+
+
 def test_packed_windows_on_the_real_counter_add_up_to_what_the_gpu_drew(cuda):
     counters = ZeusCounters(0, cpus=False)
     readings, windows = [counters.read()], []

@@ -30,6 +30,7 @@ import statistics
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from greenai.errors import EnergyError
@@ -84,6 +85,17 @@ class Gpu:
 
     def millijoules(self) -> int:
         return self.gpus.get_total_energy_consumption(self.index)
+
+    def processes(self) -> list[int] | None:
+        """The pids holding a CUDA context on the GPU (NVML's compute processes; None where
+        NVML cannot say)."""
+        import pynvml
+
+        try:
+            handle = self.gpus.gpus[self.index].handle
+            return [p.pid for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle)]
+        except Exception:  # an old driver, a GPU Zeus reaches through its daemon
+            return None
 
 
 class ZeusCounters:
@@ -145,12 +157,48 @@ class ZeusCounters:
         wrap = self.wraps.get(key)
         return joules % wrap if wrap else joules
 
+    def wait_for_readers(self, timeout: float = 10.0, still: float = 0.1) -> bool:
+        """Wait until Zeus's RAPL pollers (a Python process per RAPL file, spawned at this
+        process's first read) have started: their CPU time holds still for `still` seconds.
+        Their start-up (an interpreter, Zeus's imports) would otherwise read as CPU idle power.
+        Whether they did within `timeout` (True where there is none to wait for)."""
+        pids = self.reader_pids()
+        deadline = time.monotonic() + timeout
+        last = [_cpu_ticks(pid) for pid in pids]
+        while pids and time.monotonic() < deadline:
+            time.sleep(still)
+            now = [_cpu_ticks(pid) for pid in pids]
+            if now == last:
+                return True
+            last = now
+        return not pids
+
+    def reader_pids(self) -> list[int]:
+        """The pids of Zeus's RAPL pollers of this process, once started."""
+        pids = []
+        for index in self.cpu_indices:
+            cpu = self.cpus.cpus[index] if hasattr(self.cpus, "cpus") else None
+            for rapl in (getattr(cpu, "rapl_file", None), getattr(cpu, "dram", None)):
+                process = getattr(getattr(rapl, "_wraparound_tracker", None), "process", None)
+                if getattr(process, "pid", None) is not None:
+                    pids.append(process.pid)
+        return pids
+
     def drop_cpus(self, exc: BaseException) -> None:
         """Stop reading RAPL after a failure, saying so once."""
         reason = f"{type(exc).__name__}: {exc}"
         log.warning("energy: the CPU's RAPL counters failed (%s); they are no longer read, the GPU's still is", reason)
         self.unread["cpu"] = reason
         self.cpu_indices, self.dram = [], False
+
+
+def _cpu_ticks(pid: int) -> int | None:
+    """A process's CPU time so far, in clock ticks (None once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[11]) + int(fields[12])  # utime, stime
 
 
 def _quiet_zeus() -> None:

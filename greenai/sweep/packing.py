@@ -53,6 +53,8 @@ ENERGY_METRICS = (
     "net_energy_j",
     "train_net_energy_j",
     "idle_power_w",
+    "context_power_w",
+    "net_energy_negative",
 )
 EPOCH_ENERGY_METRICS = (
     "epoch_energy_j",
@@ -169,7 +171,7 @@ def _figures(
     for r in lines:
         if r["event"] == "note":
             notes.update(r)
-    idle = IdlePower(notes["idle_w"], Source.measured, 0.0) if notes.get("idle_w") is not None else None
+    idle = IdlePower.load(notes["idle"]) if notes.get("idle") else None
     figures = TrialFigures(train_images=int(notes.get("train_images", 0)), idle=idle)
     seconds = {(r["window"], r["n"]): r["t"] for r in lines if r["event"] == "begin"}
     ends = {(r["window"], r["n"]): r["t"] for r in lines if r["event"] == "end"}

@@ -22,7 +22,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from greenai import names
-from greenai.energy.idle import idle_power
+from greenai.energy.idle import cuda_context, idle_power
 from greenai.energy.meters import make_meter
 from greenai.errors import EXIT_STORE_FULL, GreenAIError, Interrupted, fail, failure_reason, interrupt_on_sigterm
 from greenai.stores import tracking
@@ -147,8 +147,9 @@ class SweepRunCallback(Callback):
         if "Slurm" in launcher or float(config.energy.idle_seconds) <= 0:
             return
         try:
-            meter = make_meter(config.energy, pick_device(str(config.device)))
-            idle_power(meter, float(config.energy.idle_seconds), self.folder)
+            device = pick_device(str(config.device))
+            meter = make_meter(config.energy, device)
+            idle_power(meter, float(config.energy.idle_seconds), self.folder, cuda_context(device))
         except GreenAIError as exc:  # the jobs will say it, with the job's own settings
             log.info("idle power not measured before the sweep (%s)", exc)
 
@@ -233,7 +234,7 @@ class SweepRunCallback(Callback):
         """The idle power measured on each host of the sweep."""
         assert self.run is not None and self.folder is not None
         for file_name, saved in self.folder.host_measurements("idle"):
-            self.run.metrics({"idle_power_w": saved["watts"]})
+            self.run.metrics({"idle_power_w": saved["watts"], "context_power_w": saved.get("context_watts")})
             self.run.tags({names.IDLE_SOURCE: saved["source"]})
             self.run.text(json.dumps(saved), f"idle/{file_name}")
 

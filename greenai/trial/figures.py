@@ -83,10 +83,24 @@ class TrialFigures:
         }
         figures.update(self._by_group_size())
         if self.idle is not None:
-            figures["idle_power_w"] = self.idle.watts
-            figures["train_net_energy_j"] = self.idle.net(train_j, train_s or 0.0)
-            figures["net_energy_j"] = self.idle.net(figures["energy_j"], figures["busy_seconds"])
+            figures.update(self._net(train_j, train_s, figures["energy_j"], figures["busy_seconds"]))
         return figures
+
+    def _net(
+        self, train_j: float | None, train_s: float | None, energy_j: float | None, busy_s: float | None
+    ) -> dict[str, float | None]:
+        """Net energy: gross minus the idle power (no CUDA context) over the trial's time. A net
+        figure below zero (gross under the idle draw: a mismeasured idle power, or a window that
+        read low) is kept as it is and flagged, never clamped."""
+        assert self.idle is not None
+        net = self.idle.net(energy_j, busy_s or 0.0)
+        return {
+            "idle_power_w": self.idle.watts,
+            "context_power_w": self.idle.context_watts,
+            "train_net_energy_j": self.idle.net(train_j, train_s or 0.0),
+            "net_energy_j": net,
+            "net_energy_negative": None if net is None else float(net < 0),
+        }
 
     def _by_group_size(self) -> dict[str, float | None]:
         """A fused trial's energy and epochs at each group size it trained in: a window's joules

@@ -250,6 +250,13 @@ class TrialRecord:
         exc = outcome.ending
         values = list(outcome.values) if isinstance(outcome, Finished) else None
         final = self.figures.metrics()
+        if final.get("net_energy_negative"):
+            log.warning(
+                "%s: net energy %.1f J is below zero (gross energy under idle power x time): kept and flagged "
+                "net_energy_negative=1",
+                self.name,
+                final["net_energy_j"],
+            )
         params, metrics, tags = self.pending.take()
         tags.update(
             {names.ENERGY_SOURCE: self.figures.source.value, **self._approximations(), **tracking.ending_tags(exc)}

@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig
 
 from greenai.config import TrainConfig
-from greenai.energy.idle import IdlePower, idle_power
+from greenai.energy.idle import IdlePower, cuda_context, idle_power
 from greenai.energy.meters import Meter, make_meter
 from greenai.stores.reachability import check_reachable
 from greenai.stores.url import StoreURL
@@ -67,12 +67,13 @@ def prepare(cfg: DictConfig) -> TrialSetup:
     device = devices.pick_device(config.device)
     devices.set_deterministic(config.deterministic)
     meter: Meter = make_meter(config.energy, device)
-    # Before the data is loaded: in a sweep the callback measured it already on this host.
-    idle = idle_power(meter, config.energy.idle_seconds, job.sweep_folder)
+    # Before the data is loaded (and before this process's CUDA context, which it then creates to
+    # measure the context's draw): in a sweep the callback measured it already on this host.
+    idle = idle_power(meter, config.energy.idle_seconds, job.sweep_folder, cuda_context(device))
     dataset = data.load(config.dataset, device)
     timeline = packed.timeline_meter(cfg, job.sweep_folder, config.sweep.trial_number, device)
     if timeline is not None:
-        timeline.note(train_images=len(dataset.y_train), idle_w=idle.watts if idle else None)
+        timeline.note(train_images=len(dataset.y_train), idle=idle.saved() if idle else None)
         meter = timeline
     fused = fuses(config, device, packed=timeline is not None)
     link = StudyLink.for_job(config.sweep, job.launch_dir, defer_tell=timeline is not None)
