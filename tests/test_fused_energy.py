@@ -9,12 +9,12 @@ from trials_in_memory import memory_data, trial
 from greenai.energy.meters import Measurement, Source
 from greenai.trial.figures import epoch_metrics
 from greenai.trial.outcome import Finished, PrunedAt
-from greenai.trial.runner import run_fused
+from greenai.trial.runner import run_alone, run_fused
 
 
 class KnownWindows:
-    """Each window reads a known energy: training 100 J of GPU over 2 s, evaluation 10 J over 1 s;
-    every window it returned is kept."""
+    """Each window reads a known energy: training 100 J of GPU over 2 s, evaluation 10 J over 1 s,
+    the records between epochs 4 J over 0.2 s; every window it returned is kept."""
 
     source = Source.measured
     description = "known windows"
@@ -27,11 +27,11 @@ class KnownWindows:
         pass
 
     def end(self, name: str) -> Measurement:
-        reading = (
-            Measurement(2.0, 100.0, None, Source.measured)
-            if name == "train"
-            else Measurement(1.0, 10.0, None, Source.measured)
-        )
+        reading = {
+            "train": Measurement(2.0, 100.0, None, Source.measured),
+            "eval": Measurement(1.0, 10.0, None, Source.measured),
+            "records": Measurement(0.2, 4.0, None, Source.measured),
+        }[name]
         self.windows.append(reading)
         return reading
 
@@ -40,7 +40,8 @@ class KnownWindows:
 
 
 def spent(record) -> float:
-    return sum(e.train.total_j + e.eval.total_j for e in record.figures.epochs)
+    """The trial's energy, as its run records it: training, evaluation and its records."""
+    return record.figures.metrics()["energy_j"]
 
 
 def test_a_trial_of_8_repeats_pruned_at_its_first_epoch_keeps_all_its_members_joules():
@@ -51,9 +52,9 @@ def test_a_trial_of_8_repeats_pruned_at_its_first_epoch_keeps_all_its_members_jo
     assert isinstance(outcomes[0], PrunedAt) and isinstance(outcomes[1], Finished)
     assert len(pruned.record.figures.epochs) == 8, "every member's first epoch is on the pruned trial's record"
     assert pruned.record.steps == [r * 3 + 1 for r in range(8)]
-    # Epoch 1: 10 members share 110 J; the pruned trial's 8 members hold 8/10 of it.
-    assert spent(pruned.record) == pytest.approx(0.8 * 110.0)
-    assert spent(survivor.record) == pytest.approx(0.2 * 110.0 + 2 * 110.0)
+    # Epoch 1: 10 members share 114 J; the pruned trial's 8 members hold 8/10 of it.
+    assert spent(pruned.record) == pytest.approx(0.8 * 114.0)
+    assert spent(survivor.record) == pytest.approx(0.2 * 114.0 + 2 * 114.0)
     total = sum(w.total_j for w in meter.windows)
     assert spent(pruned.record) + spent(survivor.record) == pytest.approx(total), "every joule reaches one trial"
 
@@ -62,7 +63,7 @@ def test_alone_in_its_group_the_pruned_trials_members_hold_the_whole_window():
     meter, data = KnownWindows(), memory_data()
     alone = trial(meter, data, seed=1, epochs=3, repeats=8, prune_at=1)
     assert isinstance(run_fused([alone])[0], PrunedAt)
-    assert len(meter.windows) == 2, "the group stopped when its only trial was pruned"
+    assert len(meter.windows) == 3, "the group stopped when its only trial was pruned"
     assert spent(alone.record) == pytest.approx(sum(w.total_j for w in meter.windows))
 
 
@@ -78,3 +79,22 @@ def test_each_epoch_logs_the_group_size_it_was_shared_by_and_the_run_its_energy_
     assert final["fused_epochs_size_4"] == 1.0
     assert final["fused_energy_j_size_1"] == pytest.approx(2 * 110.0) and final["fused_epochs_size_1"] == 2.0
     assert "fused_energy_j_size_4" in pruned.record.figures.metrics()
+
+
+def test_a_trials_records_between_epochs_are_its_overhead_within_its_energy():
+    meter, data = KnownWindows(), memory_data()
+    alone = trial(meter, data, seed=1, epochs=2, repeats=2)
+    assert isinstance(run_alone(alone), Finished)
+    final = alone.record.figures.metrics()
+    assert final["trial_overhead_energy_j"] == pytest.approx(4 * 4.0) and final["trial_overhead_seconds"] == 0.8
+    assert final["energy_j"] == pytest.approx(4 * (100.0 + 10.0 + 4.0)), "training, evaluation and its records"
+    assert final["busy_seconds"] == pytest.approx(4 * (2.0 + 1.0 + 0.2))
+    assert final["energy_j"] == pytest.approx(sum(w.total_j for w in meter.windows)), "its whole life"
+
+
+def test_fused_members_share_the_groups_records_as_they_share_its_windows():
+    meter, data = KnownWindows(), memory_data()
+    group = [trial(meter, data, seed=1, epochs=2, repeats=3), trial(meter, data, seed=50, epochs=2)]
+    run_fused(group)
+    overhead = [t.record.figures.metrics()["trial_overhead_energy_j"] for t in group]
+    assert overhead == [pytest.approx(2 * 3 / 4 * 4.0), pytest.approx(2 * 1 / 4 * 4.0)]

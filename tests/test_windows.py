@@ -8,12 +8,13 @@ import time
 
 import pytest
 from fake_zeus import SteppedGPUs, install
-from trials_in_memory import memory_data, trial
+from trials_in_memory import SIMPLECNN, memory_data, trial
 
 from greenai.config import EnergyBackend, EnergyConfig
 from greenai.energy import meters
 from greenai.energy.meters import FallbackMeter, Source, make_meter
 from greenai.training import loop
+from greenai.training.fusion import alone_model
 from greenai.trial.outcome import Failed, Finished
 from greenai.trial.runner import run_alone
 
@@ -74,3 +75,16 @@ def test_an_exception_inside_a_window_cancels_it_on_every_meter(zeus_meter, back
     with meters.window(meter, "train") as again:  # the name is free: a new window opens
         time.sleep(0.01)
     assert again.taken.seconds < 0.5 and again.taken.source is meter.source
+
+
+def test_an_error_in_the_epoch_hook_cancels_the_records_window_around_it(zeus_meter):
+    def failing_store(results):
+        raise OSError("the tracking store went away")
+
+    net = alone_model(SIMPLECNN, 1)
+    optimizer = loop.make_optimizer(net, loop.Hyperparameters(1e-3, 0.9, 0.999, 1e-8, 0.0))
+    with pytest.raises(OSError):
+        loop.fit(
+            net, optimizer, memory_data(), epochs=1, batch_size=40, seed=1, meter=zeus_meter, on_epoch=failing_store
+        )
+    assert not zeus_meter.primary.open_windows(), "no window is left open by the error"

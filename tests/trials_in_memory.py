@@ -58,6 +58,9 @@ class Record:
     def repeat_done(self, accuracy: float) -> None:
         self.figures.accuracies.append(accuracy)
 
+    def records_done(self, windows) -> None:
+        self.figures.records.extend(windows)
+
     def close(self, outcome: Any, totals: bool = True) -> None:
         self.closed.append(outcome)
 

@@ -45,6 +45,7 @@ RULE = (
 )
 ENERGY_METRICS = (
     "energy_j",
+    "trial_overhead_energy_j",
     "train_energy_j",
     "eval_energy_j",
     "gpu_energy_j",
@@ -182,6 +183,10 @@ def _figures(
         evaluation = _measurement(shares[(number, "eval", step)], ends[("eval", step)] - seconds[("eval", step)])
         result = EpochResult(step, math.nan, math.nan, math.nan, train, evaluation)
         figures.epochs.append(result)
+        if ("records", step) in ends:
+            figures.records.append(
+                _measurement(shares[(number, "records", step)], ends[("records", step)] - seconds[("records", step)])
+            )
         per_epoch[step] = {k: v for k, v in epoch_metrics(result, idle).items() if k in EPOCH_ENERGY_METRICS}
         step += 1
     return figures, per_epoch

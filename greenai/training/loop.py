@@ -65,6 +65,9 @@ class TrainingRun:
     epochs: list[EpochResult] = field(default_factory=list)
     state: RunState | None = None  # None while it trains
     error: DivergedError | None = None
+    # Each epoch's window around the epoch hook (its records: metrics, the study told): the
+    # trial's own overhead, part of its energy. A fused member holds its share of the group's.
+    records: list[Measurement] = field(default_factory=list)
 
     def after_epoch(self, result: EpochResult, stop: bool) -> bool:
         """Record the epoch; whether the training ends with it. A hook's stop wins over divergence
@@ -149,7 +152,8 @@ def fit(
     meter: Meter,
     on_epoch: EpochHook | None = None,
 ) -> TrainingRun:
-    """Train for `epochs`, measuring each epoch and each evaluation in its own energy window.
+    """Train for `epochs`, measuring each epoch, each evaluation and each call of the epoch hook
+    (the trial's records between epochs) in its own energy window.
 
     `on_epoch` sees every epoch, a diverged one included (so its energy is logged), as {0: result};
     returning [0] stops the training (pruning). A NaN or infinite loss ends it as diverged."""
@@ -161,7 +165,9 @@ def fit(
         with window(meter, "eval") as evaluation:
             test_loss, accuracy = evaluate(model, data.x_test, data.y_test)
         result = EpochResult(epoch, train_loss, test_loss, accuracy, train.taken, evaluation.taken)
-        stop = 0 in set((on_epoch({0: result}) if on_epoch else None) or ())
+        with window(meter, "records") as records:
+            stop = 0 in set((on_epoch({0: result}) if on_epoch else None) or ())
+        run.records.append(records.taken)
         if run.after_epoch(result, stop):
             return run
     run.state = RunState.finished

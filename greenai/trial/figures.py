@@ -23,6 +23,9 @@ class TrialFigures:
     idle: IdlePower | None = None
     accuracies: list[float] = field(default_factory=list)  # one per finished repeat
     epochs: list[EpochResult] = field(default_factory=list)  # all repeats, in order
+    # The windows around its records between epochs (metrics written, the study told): part of
+    # the trial's energy, so that a trial's figures cover its life from its first window to its last.
+    records: list[Measurement] = field(default_factory=list)
 
     @property
     def accuracy(self) -> float:
@@ -42,16 +45,20 @@ class TrialFigures:
         return [e.eval for e in self.epochs]
 
     @property
+    def windows(self) -> list[Measurement]:
+        return self.train_windows + self.eval_windows + self.records
+
+    @property
     def approximate_windows(self) -> int:
         return sum(m.approximate for m in self.train_windows + self.eval_windows)
 
     @property
     def rederived_windows(self) -> int:
-        return sum(m.rederived for m in self.train_windows + self.eval_windows)
+        return sum(m.rederived for m in self.windows)
 
     @property
     def source(self) -> Source:
-        return combined_source([m.source for m in self.train_windows + self.eval_windows])
+        return combined_source([m.source for m in self.windows])
 
     @property
     def train_energy_j(self) -> float | None:
@@ -63,8 +70,10 @@ class TrialFigures:
         eval_j = self._total(self.eval_windows, "total_j")
         # A trial's time is its share of each window: all of it, unless the window was shared
         # (fused, packed); the shares of a group's trials add up to the group's time.
+        records_j = self._total(self.records, "total_j")
         train_s = self._total(self.train_windows, "charged")
         eval_s = self._total(self.eval_windows, "charged")
+        records_s = self._total(self.records, "charged")
         samples = self.train_images * len(self.epochs)
         figures: dict[str, float | None] = {
             "accuracy": self.accuracy,
@@ -73,12 +82,14 @@ class TrialFigures:
             "repeats_run": float(len(self.accuracies)),
             "train_seconds": train_s,
             "eval_seconds": eval_s,
-            "busy_seconds": (train_s or 0.0) + (eval_s or 0.0),
+            "trial_overhead_seconds": records_s,
+            "busy_seconds": (train_s or 0.0) + (eval_s or 0.0) + (records_s or 0.0),
             "train_energy_j": train_j,
             "eval_energy_j": eval_j,
-            "energy_j": None if train_j is None else train_j + (eval_j or 0.0),
-            "gpu_energy_j": self._total(self.train_windows + self.eval_windows, "gpu_j"),
-            "cpu_energy_j": self._total(self.train_windows + self.eval_windows, "cpu_j"),
+            "trial_overhead_energy_j": records_j,
+            "energy_j": None if train_j is None else train_j + (eval_j or 0.0) + (records_j or 0.0),
+            "gpu_energy_j": self._total(self.windows, "gpu_j"),
+            "cpu_energy_j": self._total(self.windows, "cpu_j"),
             "energy_per_train_sample_j": None if train_j is None or not samples else train_j / samples,
         }
         figures.update(self._by_group_size())

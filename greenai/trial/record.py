@@ -14,7 +14,7 @@ import functools
 import logging
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from importlib import metadata
@@ -27,7 +27,7 @@ from mlflow.entities import Metric
 from greenai import names
 from greenai.config import TrainConfig
 from greenai.energy.idle import IdlePower
-from greenai.energy.meters import Meter
+from greenai.energy.meters import Measurement, Meter
 from greenai.stores import tracking
 from greenai.stores.full_disk import folder_full
 from greenai.stores.owner import owner_id
@@ -239,6 +239,10 @@ class TrialRecord:
     def repeat_done(self, accuracy: float) -> None:
         """A repeat trained every epoch: its final test accuracy counts in the trial's."""
         self.figures.accuracies.append(accuracy)
+
+    def records_done(self, windows: Sequence[Measurement]) -> None:
+        """The windows around the trial's records between epochs: part of its energy."""
+        self.figures.records.extend(windows)
 
     def close(self, outcome: Outcome, totals: bool = True) -> None:
         """The trial's figures, kept whatever stopped it, then how it ended, on both records.

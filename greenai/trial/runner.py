@@ -31,7 +31,7 @@ from typing import Protocol
 import torch
 
 from greenai.config import TrainConfig
-from greenai.energy.meters import Meter
+from greenai.energy.meters import Measurement, Meter
 from greenai.stores.waits import StoreFull
 from greenai.training import fusion, models
 from greenai.training.data import DeviceData
@@ -81,6 +81,8 @@ class Recorder(Protocol):
 
     def repeat_done(self, accuracy: float) -> None: ...
 
+    def records_done(self, windows: Sequence[Measurement]) -> None: ...
+
 
 def _ended(run: TrainingRun, record: Recorder) -> Outcome | None:
     """What a training that did not finish makes of its trial: pruned, or failed."""
@@ -118,6 +120,7 @@ def train_repeats(
             meter=meter,
             on_epoch=on_epoch,
         )
+        record.records_done(run.records)
         ended = _ended(run, record)
         if ended is not None:
             return ended
@@ -211,6 +214,7 @@ def run_fused(trials: Sequence[PreparedTrial]) -> list[Outcome]:
 def _finish(trial: PreparedTrial, runs: Sequence[TrainingRun]) -> Outcome:
     """Close the trial's records; its outcome."""
     record = trial.record
+    record.records_done([window for m in trial.members for window in runs[m].records])
     diverged = [_ended(runs[m], record) for m in trial.members if runs[m].state is RunState.diverged]
     outcome = trial.ended or (diverged[0] if diverged else None)
     if outcome is None:
