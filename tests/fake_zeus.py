@@ -50,7 +50,9 @@ class Power:
 
     def joules(self, now: float | None = None) -> float:
         """The counter's value at `now` (at the last step before it)."""
-        step = self._step(time.monotonic() if now is None else now)
+        return self._at_step(self._step(time.monotonic() if now is None else now))
+
+    def _at_step(self, step: int) -> float:
         with self._lock:
             first, joules, watts = next(seg for seg in reversed(self._segments) if seg[0] <= step)
         return joules + (step - first) * self.period * watts
@@ -59,7 +61,7 @@ class Power:
         """Draw `watts` from the next step on, or from `after` seconds from now (the steps
         before keep what they drew)."""
         step = self._step(time.monotonic() + after) + 1
-        joules = self.joules(self.t0 + step * self.period)
+        joules = self._at_step(step)
         with self._lock:
             self._segments = [seg for seg in self._segments if seg[0] < step] + [(step, joules, watts)]
 

@@ -83,8 +83,10 @@ def test_idle_is_read_with_no_cuda_context_and_context_power_once_one_is_held(mo
 
 
 def test_idle_waits_for_the_gpus_clocks_to_settle(monkeypatch):
-    # Still clocked up from earlier work, stepping down from the first read on, 0.2 s a step.
-    gpus = SteppedGPUs(watts=150.0, period=0.01).steps_from_first_read(130.0, 112.0, 98.0, 88.0, 81.0, 77.0)
+    # Still clocked up from earlier work, stepping down by ~6.5 % every 0.1 s for 1 s from the
+    # first read on: any three sub-windows (0.1 s each at least) before it ends span more than 5 %.
+    steps = (140.0, 131.0, 123.0, 115.0, 107.0, 100.0, 94.0, 88.0, 82.0, 77.0)
+    gpus = SteppedGPUs(watts=150.0, period=0.01).steps_from_first_read(*steps, every=0.1)
     install(monkeypatch, gpus=gpus)
     idle = measure_idle_power(ZeusCounters(0), 0.3)
     assert idle.settled and idle.watts == pytest.approx(77.0, rel=0.05), "it waited for the power to hold still"
@@ -103,8 +105,8 @@ def test_cpu_idle_is_measured_after_the_rapl_readers_started(monkeypatch):
 
 
 def test_power_that_never_holds_still_is_labelled_unsettled(monkeypatch):
-    # A power that climbs 20 W every 10 ms for 10 s: no two sub-windows agree.
-    ramp = [50.0 + 20.0 * i for i in range(1, 1000)]
+    # A power that climbs 2 % every 10 ms for 10 s: no two sub-windows agree, however long they last.
+    ramp = [50.0 * 1.02**i for i in range(1, 1000)]
     install(monkeypatch, gpus=SteppedGPUs(watts=50.0, period=0.01).steps_from_first_read(*ramp, every=0.01))
     idle = measure_idle_power(ZeusCounters(0), 0.15)
     assert not idle.settled
