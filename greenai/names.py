@@ -32,6 +32,7 @@ APPROXIMATE_WINDOWS = "energy_approximate_windows"  # windows shorter than 10 co
 REDERIVED_WINDOWS = "energy_rederived_windows"  # RAPL readings corrected for a miscounted wrap-around
 NOT_MEASURED = "energy_not_measured"  # components whose counters could not be read, and why
 IDLE_SOURCE = "idle_source"
+LEDGER_SOURCE = "energy_ledger_source"  # what the sweep's ledger total was read from
 SWEEP_DIR = "hydra.sweep_dir"
 OUTPUT_DIR = "hydra.output_dir"
 JOB_NUM = "hydra.job_num"

@@ -34,9 +34,9 @@ class Power:
     """Cumulative joules of a device drawing `watts`, advanced in steps of `period` seconds;
     readable at any moment, past ones included (a poller's view)."""
 
-    def __init__(self, watts: float, period: float, start_j: float = 0.0) -> None:
+    def __init__(self, watts: float, period: float, start_j: float = 0.0, t0: float | None = None) -> None:
         self.period = period
-        self.t0 = time.monotonic()
+        self.t0 = time.monotonic() if t0 is None else t0  # one t0 for several processes: one counter
         # (first step, joules at it, watts from it on): one segment per set_watts
         self._segments: list[tuple[int, float, float]] = [(0, start_j, watts)]
         self._lock = threading.Lock()
@@ -146,9 +146,10 @@ class RAPLCPUs:
         start_j: float = 0.0,
         poll: float | None = 1.0,
         shared: tuple[Power, Power] | None = None,
+        t0: float | None = None,
     ) -> None:
         self.wrap_j, self.poll = wrap_j, poll
-        self.package, self.dram_power = shared or (Power(watts, 0.001, start_j), Power(dram_watts, 0.001))
+        self.package, self.dram_power = shared or (Power(watts, 0.001, start_j, t0), Power(dram_watts, 0.001, 0.0, t0))
         self.cpus = [SimpleNamespace(rapl_file=_RaplFile(wrap_j), dram=_RaplFile(wrap_j))]
         self._tracker_start: float | None = None
         self._looked: float | None = None  # poll=None: the poller looks only when a test says so
@@ -365,3 +366,37 @@ def install_nvml(
 
     monkeypatch.setattr(torch.cuda, "get_device_properties", properties)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: properties(index).name)
+
+
+# ---------------------------------------------------------------- in every process of a test
+
+FAKE_COUNTERS = "GREENAI_FAKE_COUNTERS"
+
+
+def counters_for_processes(cpu_watts: float = 40.0, dram_watts: float = 5.0) -> dict[str, str]:
+    """The environment that gives every Python process a test starts (a sweep and its jobs)
+    one fake RAPL counter: the same registers, on one clock (time.monotonic is the host's),
+    each process with its own poller, as on a real host (tests/fake_site/sitecustomize.py)."""
+    import json
+    from pathlib import Path
+
+    site = str(Path(__file__).parent / "fake_site")
+    spec = {"t0": time.monotonic(), "cpu_watts": cpu_watts, "dram_watts": dram_watts}
+    path = os.pathsep.join(p for p in (site, os.environ.get("PYTHONPATH", "")) if p)
+    return {FAKE_COUNTERS: json.dumps(spec), "PYTHONPATH": path}
+
+
+def install_in_process(spec: dict) -> None:
+    """install() without pytest: for the whole life of a process started by a test."""
+    import zeus.device
+    import zeus.monitor.energy as monitor
+    from zeus.device.gpu.common import ZeusGPUInitError
+
+    cpus = RAPLCPUs(watts=spec["cpu_watts"], dram_watts=spec["dram_watts"], t0=spec["t0"])
+
+    def no_gpus(ensure_homogeneous: bool = False):  # type: ignore[no-untyped-def]
+        raise ZeusGPUInitError("no NVML here")
+
+    for module in (zeus.device, monitor):
+        module.get_gpus = no_gpus
+        module.get_cpus = lambda: cpus

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 from collections.abc import Hashable
 from typing import Any
 
@@ -29,6 +30,7 @@ from greenai import names
 from greenai.energy.attribution import Window, attribute
 from greenai.energy.counters import Reading, ZeusCounters, by_component
 from greenai.energy.idle import IdlePower
+from greenai.energy.ledger import TRIAL, Entry, joules_of
 from greenai.energy.meters import Measurement, Source, gpu_index
 from greenai.stores import tracking
 from greenai.stores.sweep_folder import SweepFolder
@@ -120,12 +122,14 @@ class BatchEnergy:
             overhead_j,
             result.overhead.seconds,
         )
-        attributed = {}
+        attributed, entries = {}, []
         for number, lines in timelines.items():
             figures, per_epoch = _figures(number, lines, result.windows)
             final = {k: v for k, v in figures.metrics().items() if k in ENERGY_METRICS}
             attributed[number] = final.get("energy_j") or 0.0
             self._record(study, number, final, per_epoch, batch_j, overhead_j, len(trials))
+            entries += _ledger_entry(number, lines, final)
+        self.folder.append_ledger(*entries)
         return attributed
 
     def _record(
@@ -150,6 +154,17 @@ class BatchEnergy:
             run.metrics(metrics, step=step)
         run.metrics({**final, "batch_energy_j": batch_j, "batch_overhead_energy_j": overhead_j, "batch_trials": size})
         run.tags({names.ENERGY_SOURCE: Source.attributed.value, "energy_attribution": RULE})
+
+
+def _ledger_entry(number: int, lines: list[dict[str, Any]], final: dict[str, float | None]) -> list[dict[str, Any]]:
+    """A packed trial's life on the sweep's ledger: from its first window to its last, with the
+    energy attributed to it (its start-up and close were other trials' time, or nobody's)."""
+    times = [r["t"] for r in lines if "t" in r]
+    if not times:
+        return []
+    joules = joules_of(final.get("gpu_energy_j"), final.get("cpu_energy_j"))
+    overhead = final.get("trial_overhead_energy_j") or 0.0
+    return [Entry(TRIAL, f"trial {number}", min(times), max(times), joules, socket.gethostname(), overhead).saved()]
 
 
 def _windows(timelines: dict[int, list[dict[str, Any]]]) -> list[Window]:
@@ -189,6 +204,8 @@ def _figures(
             )
         per_epoch[step] = {k: v for k, v in epoch_metrics(result, idle).items() if k in EPOCH_ENERGY_METRICS}
         step += 1
+    for key in sorted(k for k in ends if k[0] == "setup" and (number, *k) in shares):  # each repeat's model
+        figures.records.append(_measurement(shares[(number, *key)], ends[key] - seconds[key]))
     return figures, per_epoch
 
 
