@@ -114,6 +114,15 @@ def test_a_sequential_sweeps_ledger_closes_against_the_counter(greenai, tiny):
     assert abs(metrics["ledger_unexplained_pct"]) <= 1.0, metrics
 
 
+def test_trials_in_worker_processes_close_the_ledger_of_the_sweeping_process(greenai, tiny):
+    # joblib pickles the sweep's callbacks for its workers: the ledger's reading thread must not
+    # ride along; the workers' entries reach the sweeping process's ledger through the folder.
+    one_at_a_time = ["searcher=random", "space=paper3", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1"]
+    sweep(greenai, tiny, *one_at_a_time, "epochs=1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    metrics, _ = ledger_of(greenai.cwd)
+    assert metrics["ledger_trials"] == 2 and abs(metrics["ledger_unexplained_pct"]) <= 1.0, metrics
+
+
 def fused_pruned(greenai, tiny, env):
     """Two trials of 3 repeats as one fused group, both pruned at their first report."""
     sweep(

@@ -89,6 +89,10 @@ class SweepLedger:
 _ACTIVE: dict[str, SweepLedger] = {}
 
 
+def active() -> SweepLedger | None:
+    return _ACTIVE.get("sweep")
+
+
 def activate(ledger: SweepLedger | None) -> None:
     """The ledger greenai's sweeper marks its launches on (None: none)."""
     _ACTIVE.clear()
@@ -99,7 +103,7 @@ def activate(ledger: SweepLedger | None) -> None:
 @contextmanager
 def launching() -> Iterator[None]:
     """Around one launch of the sweeper's: the counters read on either side (when a ledger is open)."""
-    ledger = _ACTIVE.get("sweep")
+    ledger = active()
     if ledger is None or ledger.reader is None:
         yield
         return

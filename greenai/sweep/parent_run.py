@@ -38,7 +38,7 @@ from greenai.stores.study_storage import make_storage, study_trials
 from greenai.stores.sweep_folder import RESULTS, SweepFolder
 from greenai.stores.url import StoreURL
 from greenai.stores.waits import StoreFull
-from greenai.sweep.ledger import SweepLedger, activate, summary
+from greenai.sweep.ledger import SweepLedger, activate, active, summary
 from greenai.sweep.sweeper import check_sweep
 from greenai.sweep.totals import sweep_summary
 from greenai.training.devices import pick_device
@@ -56,7 +56,6 @@ class SweepRunCallback(Callback):
         self.study: str | None = None
         self.storage: StoreURL | None = None
         self.grace = 600
-        self.ledger: SweepLedger | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         interrupt_on_sigterm()
@@ -165,8 +164,9 @@ class SweepRunCallback(Callback):
         process cannot read: no ledger."""
         launcher = str(OmegaConf.select(config, "hydra.launcher._target_") or "")
         assert self.folder is not None
-        self.ledger = None if "Slurm" in launcher else SweepLedger.open(config, self.folder)
-        activate(self.ledger)
+        # Kept in the sweep.ledger module, not on this callback: launchers that run jobs in other
+        # processes (joblib) pickle the callbacks, and the ledger's reader is a thread.
+        activate(None if "Slurm" in launcher else SweepLedger.open(config, self.folder))
 
     def _close_orphans(self, run: tracking.RunLogger) -> None:
         """Trial runs a dead process left RUNNING are closed, never left running: FINISHED if
@@ -215,16 +215,15 @@ class SweepRunCallback(Callback):
 
     def _close_ledger(self) -> Ledger | None:
         """The ledger closed when the sweep's last job has ended, before the summary's own writes."""
+        ledger = active()
         activate(None)
-        if self.ledger is None:
+        if ledger is None:
             return None
         try:
-            return self.ledger.close()
+            return ledger.close()
         except OSError as exc:  # the sweep folder unreadable: the summary goes on without it
             log.warning("energy ledger not closed: %s", exc)
             return None
-        finally:
-            self.ledger = None
 
     def _log_ledger(self, ledger: Ledger | None) -> None:
         """The ledger on the parent run: every term a metric, its source, the whole as an artifact."""
