@@ -15,8 +15,12 @@ difference:
 - Where Zeus has nothing to read (no NVIDIA GPU, no readable RAPL) it would return 0 J for
   every window: `energy=auto` detects that up front and uses the estimate, and a window of many
   counter periods that reads zero is never passed on as a measurement.
-- Any failure to build or read Zeus's monitor becomes the labelled estimate under `auto`, and
-  one line under `zeus`.
+- Failures fall back per component, each said once: the GPU's counter and RAPL are read through
+  separate monitors, so RAPL failing leaves the GPU measured; a GPU window that cannot be read
+  is estimated (the run is `partial`); a meter that cannot be built at all is the labelled
+  estimate under `auto`, and one line under `zeus`.
+- A window never outlives its trial: `window()` cancels it on any exception.
+- A RAPL window Zeus misread by a wrap-around is re-derived (`rederive`) and labelled.
 """
 
 from __future__ import annotations
