@@ -55,6 +55,7 @@ def test_net_energy_per_epoch_and_per_run_subtracts_the_idle_power_not_the_conte
     assert metrics["energy_j"] == 270.0 and metrics["idle_power_w"] == 10.0 and metrics["context_power_w"] == 16.0
     assert metrics["train_net_energy_j"] == 220.0 - 10.0 * 5.0
     assert metrics["net_energy_j"] == 270.0 - 10.0 * 6.5 and metrics["net_energy_negative"] == 0.0
+    assert metrics["idle_settled"] == 1.0
 
 
 def test_a_net_energy_below_zero_is_flagged_not_clamped():

@@ -57,6 +57,7 @@ ENERGY_METRICS = (
     "train_net_energy_j",
     "idle_power_w",
     "context_power_w",
+    "idle_settled",
     "net_energy_negative",
 )
 EPOCH_ENERGY_METRICS = (

@@ -274,7 +274,13 @@ class SweepRunCallback(Callback):
         """The idle power measured on each host of the sweep."""
         assert self.run is not None and self.folder is not None
         for file_name, saved in self.folder.host_measurements("idle"):
-            self.run.metrics({"idle_power_w": saved["watts"], "context_power_w": saved.get("context_watts")})
+            self.run.metrics(
+                {
+                    "idle_power_w": saved["watts"],
+                    "context_power_w": saved.get("context_watts"),
+                    "idle_settled": float(saved.get("settled", True)),
+                }
+            )
             self.run.tags({names.IDLE_SOURCE: saved["source"]})
             self.run.text(json.dumps(saved), f"idle/{file_name}")
 

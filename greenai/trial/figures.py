@@ -108,6 +108,7 @@ class TrialFigures:
         return {
             "idle_power_w": self.idle.watts,
             "context_power_w": self.idle.context_watts,
+            "idle_settled": float(self.idle.settled),
             "train_net_energy_j": self.idle.net(train_j, train_s or 0.0),
             "net_energy_j": net,
             "net_energy_negative": None if net is None else float(net < 0),
