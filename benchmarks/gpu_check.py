@@ -139,7 +139,9 @@ def title(out: Path, data: Path) -> Step:
             f"conv {r.data.params['conv_layers']}: accuracy {m.get('accuracy', float('nan')):.4f}, "
             f"{m.get('energy_j', 0):.0f} J "
             f"({t.get('energy_source')}, {t.get('energy_components')}), {m.get('train_seconds', 0):.2f} s training, "
-            f"net {m.get('net_energy_j', float('nan')):.0f} J, idle {m.get('idle_power_w', float('nan')):.0f} W, "
+            f"net {m.get('net_energy_j', float('nan')):.0f} J, idle {m.get('idle_power_w', float('nan')):.0f} W "
+            f"(with a CUDA context {m.get('context_power_w', float('nan')):.0f} W), "
+            f"own overhead {m.get('trial_overhead_energy_j', float('nan')):.0f} J, "
             f"approximate windows {t.get('energy_approximate_windows', '0')}"
         )
     step.ok = (
