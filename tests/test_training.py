@@ -90,7 +90,7 @@ def test_training_learns_and_reports_every_epoch(fashion_root, tmp_path):
     assert metrics["energy_j"] == pytest.approx(
         metrics["train_energy_j"] + metrics["eval_energy_j"] + metrics["trial_overhead_energy_j"]
     ), "a trial's energy: training, evaluation and its records between epochs"
-    assert len(figures.records) == 3, "one records window per epoch"
+    assert len(figures.records) == 1 + 3, "the model's set-up, then one records window per epoch"
     assert metrics["energy_per_train_sample_j"] == pytest.approx(metrics["train_energy_j"] / (400 * 3))
     assert figures.source is Source.estimated
 
