@@ -3,9 +3,11 @@
 on_multirun_start refuses bad input (every job of a plain sweep, or a greenai sweep's settings
 and search space) before any training, opens the parent run (or reopens the one of a resumed
 Optuna study), leaves its id in the sweep folder for the jobs, and measures the idle power of
-this host before the first trial starts. Each trial adds itself to the parent's running totals
-as it ends (greenai.trial.record). on_multirun_end reads the child runs back, closes any a dead
-process left RUNNING, and logs: trials run, finished, failed and pruned; total energy and time;
+this host before the first trial starts, then opens the sweep's energy ledger (its counters read
+from then to the end: greenai.sweep.ledger). Each trial adds itself to the parent's running totals
+as it ends (greenai.trial.record). on_multirun_end closes the ledger, reads the child runs back,
+closes any a dead process left RUNNING, and logs: trials run, finished, failed and pruned; total
+energy and time; the ledger (counters' total, trials, overhead, idle between, unexplained);
 best accuracy and the round it was first reached; for two-objective studies the Pareto set.
 """
 
@@ -22,7 +24,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from greenai import names
-from greenai.energy.idle import idle_power
+from greenai.energy.idle import cuda_context, idle_power
+from greenai.energy.ledger import Ledger
 from greenai.energy.meters import make_meter
 from greenai.errors import EXIT_STORE_FULL, GreenAIError, Interrupted, fail, failure_reason, interrupt_on_sigterm
 from greenai.stores import log_files, tracking
@@ -35,6 +38,7 @@ from greenai.stores.study_storage import make_storage, study_trials
 from greenai.stores.sweep_folder import RESULTS, SweepFolder
 from greenai.stores.url import StoreURL
 from greenai.stores.waits import StoreFull
+from greenai.sweep.ledger import SweepLedger, activate, active, summary
 from greenai.sweep.sweeper import check_sweep
 from greenai.sweep.totals import sweep_summary
 from greenai.training.devices import pick_device
@@ -62,6 +66,7 @@ class SweepRunCallback(Callback):
             search = self._check(config)
             self._start(config, search)
             self._measure_idle(config)
+            self._open_ledger(config)
         except StoreFull as exc:
             fail(stop_line(exc, "sweep"), EXIT_STORE_FULL)
         except GreenAIError as exc:
@@ -149,10 +154,21 @@ class SweepRunCallback(Callback):
         if "Slurm" in launcher or float(greenai.energy.idle_seconds) <= 0:
             return
         try:
-            meter = make_meter(greenai.energy, pick_device(str(greenai.device)))
-            idle_power(meter, float(greenai.energy.idle_seconds), self.folder)
+            device = pick_device(str(greenai.device))
+            meter = make_meter(greenai.energy, device)
+            idle_power(meter, float(greenai.energy.idle_seconds), self.folder, cuda_context(device))
         except GreenAIError as exc:  # the jobs will say it, with the job's own settings
             log.info("idle power not measured before the sweep (%s)", exc)
+
+    def _open_ledger(self, config: DictConfig) -> None:
+        """The sweep's energy ledger, its counters read from now (after the idle measurement)
+        to the multirun's end. Jobs launched elsewhere (Slurm) run on hosts whose counters this
+        process cannot read: no ledger."""
+        launcher = str(OmegaConf.select(config, "hydra.launcher._target_") or "")
+        assert self.folder is not None
+        # Kept in the sweep.ledger module, not on this callback: launchers that run jobs in other
+        # processes (joblib) pickle the callbacks, and the ledger's reader is a thread.
+        activate(None if "Slurm" in launcher else SweepLedger.open(config, self.folder))
 
     def _close_orphans(self, run: tracking.RunLogger) -> None:
         """Trial runs a dead process left RUNNING are closed, never left running: FINISHED if
@@ -186,9 +202,10 @@ class SweepRunCallback(Callback):
         assert self.folder is not None
         # The summary is logged to the last job's log too, which may be on a full disk: said once.
         log_files.guard_log_files(("hydra.sweep.dir", self.folder.path))
+        ledger = self._close_ledger()
         try:
             try:
-                self._summarize(config)
+                self._summarize(config, ledger)
             finally:
                 tracking.close_run(self.run, exc)
         except StoreFull as full:
@@ -201,7 +218,30 @@ class SweepRunCallback(Callback):
         finally:
             self.run = None
 
-    def _summarize(self, config: DictConfig) -> None:
+    def _close_ledger(self) -> Ledger | None:
+        """The ledger closed when the sweep's last job has ended, before the summary's own writes."""
+        ledger = active()
+        activate(None)
+        if ledger is None:
+            return None
+        try:
+            return ledger.close()
+        except OSError as exc:  # the sweep folder unreadable: the summary goes on without it
+            log.warning("energy ledger not closed: %s", exc)
+            return None
+
+    def _log_ledger(self, ledger: Ledger | None) -> None:
+        """The ledger on the parent run: every term a metric, its source, the whole as an artifact."""
+        assert self.run is not None
+        if ledger is None:
+            return
+        self.run.metrics(ledger.metrics())
+        source = "counters" if ledger.total is not None else "none: energy estimated, no independent counter"
+        self.run.tags({names.LEDGER_SOURCE: source})
+        self.run.text(json.dumps(summary(ledger), indent=2, default=str), "energy_ledger.json")
+        log.info("%s", ledger.line())
+
+    def _summarize(self, config: DictConfig, ledger: Ledger | None = None) -> None:
         assert self.run is not None and self.folder is not None
         self._close_orphans(self.run)
         children = tracking.child_runs(self.run.mlflow, self.run.run_id)
@@ -224,6 +264,7 @@ class SweepRunCallback(Callback):
             }
         )
         self._log_idle()
+        self._log_ledger(ledger)
         results = self.folder.results()
         if results is not None:
             self.run.text(redact_text(self.folder.results_file.read_text()), RESULTS)
@@ -238,7 +279,13 @@ class SweepRunCallback(Callback):
         """The idle power measured on each host of the sweep."""
         assert self.run is not None and self.folder is not None
         for file_name, saved in self.folder.host_measurements("idle"):
-            self.run.metrics({"idle_power_w": saved["watts"]})
+            self.run.metrics(
+                {
+                    "idle_power_w": saved["watts"],
+                    "context_power_w": saved.get("context_watts"),
+                    "idle_settled": float(saved.get("settled", True)),
+                }
+            )
             self.run.tags({names.IDLE_SOURCE: saved["source"]})
             self.run.text(json.dumps(saved), f"idle/{file_name}")
 

@@ -39,6 +39,7 @@ from greenai.stores.redaction import redact_logs
 from greenai.stores.sweep_folder import SweepFolder
 from greenai.stores.url import StoreURL
 from greenai.stores.waits import StoreFull
+from greenai.sweep.ledger import launching
 from greenai.sweep.space import SearchSpace, check_space, parse_space
 from greenai.sweep.stopping import FailureBudget, stop_reason
 from greenai.sweep.study import FINISHED, WAIT_SECONDS, SweepStudy, existing_trials
@@ -225,9 +226,10 @@ class GreenOptunaSweeper(Sweeper):
         extend = functools.partial(self.extend, self.config) if self.extend else None
         number, name = (settings_key(self.config, f"sweep.{key}") for key in ("trial_number", "study_name"))
         overrides = [(*space.overrides(t, extend), f"{number}={t.number}", f"{name}={study.name}") for t in trials]
-        energy.begin()
-        returns = self._launch(study, trials, overrides)
-        attributed = energy.end(study, trials)
+        with launching():  # the sweep's ledger: the sweeper's own work lies between launches
+            energy.begin()
+            returns = self._launch(study, trials, overrides)
+            attributed = energy.end(study, trials)
         full = [_store_full(r) for r in returns]
         states = [
             study.outcome(t, r, attributed.get(t.number)) if f is None else self._interrupt(study, t, f)

@@ -17,7 +17,7 @@ from enum import Enum
 import torch
 from torch import nn
 
-from greenai.energy.meters import Measurement, Meter
+from greenai.energy.meters import Measurement, Meter, window
 from greenai.errors import GreenAIError
 from greenai.training.data import DeviceData
 
@@ -65,6 +65,9 @@ class TrainingRun:
     epochs: list[EpochResult] = field(default_factory=list)
     state: RunState | None = None  # None while it trains
     error: DivergedError | None = None
+    # Each epoch's window around the epoch hook (its records: metrics, the study told): the
+    # trial's own overhead, part of its energy. A fused member holds its share of the group's.
+    records: list[Measurement] = field(default_factory=list)
 
     def after_epoch(self, result: EpochResult, stop: bool) -> bool:
         """Record the epoch; whether the training ends with it. A hook's stop wins over divergence
@@ -149,21 +152,22 @@ def fit(
     meter: Meter,
     on_epoch: EpochHook | None = None,
 ) -> TrainingRun:
-    """Train for `epochs`, measuring each epoch and each evaluation in its own energy window.
+    """Train for `epochs`, measuring each epoch, each evaluation and each call of the epoch hook
+    (the trial's records between epochs) in its own energy window.
 
     `on_epoch` sees every epoch, a diverged one included (so its energy is logged), as {0: result};
     returning [0] stops the training (pruning). A NaN or infinite loss ends it as diverged."""
     generator = torch.Generator().manual_seed(seed)
     run = TrainingRun()
     for epoch in range(1, epochs + 1):
-        meter.begin("train")
-        train_loss = train_epoch(model, optimizer, data, batch_size, generator)
-        train_energy = meter.end("train")
-        meter.begin("eval")
-        test_loss, accuracy = evaluate(model, data.x_test, data.y_test)
-        eval_energy = meter.end("eval")
-        result = EpochResult(epoch, train_loss, test_loss, accuracy, train_energy, eval_energy)
-        stop = 0 in set((on_epoch({0: result}) if on_epoch else None) or ())
+        with window(meter, "train") as train:
+            train_loss = train_epoch(model, optimizer, data, batch_size, generator)
+        with window(meter, "eval") as evaluation:
+            test_loss, accuracy = evaluate(model, data.x_test, data.y_test)
+        result = EpochResult(epoch, train_loss, test_loss, accuracy, train.taken, evaluation.taken)
+        with window(meter, "records") as records:
+            stop = 0 in set((on_epoch({0: result}) if on_epoch else None) or ())
+        run.records.append(records.taken)
         if run.after_epoch(result, stop):
             return run
     run.state = RunState.finished
