@@ -8,8 +8,8 @@ sweep's own parts say they drew, each from its own readings:
 - **trials**: each trial's gross energy (`energy_j`: its windows of training, evaluation, and
   its records between epochs), over its life from its first window to its last;
 - **overhead**: greenai's own work outside any trial's life, measured too: each trial's
-  start-up (from its meter to its first window: idle figure read, data loaded, records opened),
-  its close (final figures, the study told), and the sweeper's work between launches;
+  start-up (preparing it: idle figure read, data loaded, study linked), the opening of its
+  MLflow run, its close (final figures, the study told), and the sweeper's work between launches;
 - **idle between**: the time nothing above covers (processes starting, Hydra's launching)
   times the power the devices draw then: the context power where one was measured (the
   sweeping process holds a CUDA context from its measurement on), else the idle power. This
@@ -74,7 +74,7 @@ class Entry:
     """One part of the sweep: a trial's life or a piece of overhead, with its joules by component."""
 
     kind: str  # TRIAL or OVERHEAD
-    what: str  # "trial 3", "start-up", "close", "sweeper"
+    what: str  # "trial 3", "start-up", "opening", "close", "sweeper"
     t0: float  # time.monotonic() (the same clock in every process of one host)
     t1: float
     joules: dict[str, float]
@@ -124,7 +124,7 @@ class Ledger:
     total: dict[str, float] | None  # by component; None: no independent counter
     trials_j: float
     trial_overhead_j: float
-    overhead_j: dict[str, float]  # by what: start-up, close, sweeper
+    overhead_j: dict[str, float]  # by what: start-up, opening, close, sweeper
     uncovered_seconds: float
     between_w: float
     trials: int

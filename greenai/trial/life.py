@@ -1,5 +1,5 @@
-"""A trial's place on its sweep's energy ledger (greenai.energy.ledger): its start-up (from its
-meter to its first window), its life (from its first window to its last: its energy_j), and its
+"""A trial's place on its sweep's energy ledger (greenai.energy.ledger): its start-up (preparing
+it: config, meter, data, study link), the opening of its MLflow run, its life (from its first window to its last: its energy_j), and its
 close (final figures written, the study told), each measured, written to the sweep folder
 once the trial is closed. Packed trials' lives are placed by the sweeper, from their
 attributed windows (greenai.sweep.packing)."""
@@ -18,7 +18,10 @@ from greenai.energy.ledger import OVERHEAD, TRIAL, Entry, joules_of
 from greenai.energy.meters import Measurement, Meter, Source
 
 log = logging.getLogger(__name__)
-STARTUP, CLOSE = "start-up", "close"
+# A trial's own overhead on the ledger: preparing it (config, meter, data, study link), opening
+# its MLflow run, closing it. Each is measured apart and they never overlap, also where the fused
+# launcher prepares a batch of trials before it opens their runs.
+STARTUP, OPENING, CLOSE = "start-up", "opening", "close"
 
 
 @dataclass
@@ -99,7 +102,8 @@ def write(setup: Any, figures: Any, life: Life, closing: Piece) -> None:
         metrics.get("trial_overhead_energy_j") or 0.0,
         figures.source.is_estimated,
     )
-    pieces = [p.entry() for p in (getattr(setup, "startup", None), closing) if p is not None]
+    own = (getattr(setup, "startup", None), getattr(setup, "opening", None), closing)
+    pieces = [p.entry() for p in own if p is not None]
     try:
         folder.append_ledger(*(e.saved() for e in [trial, *pieces] if e is not None))
     except OSError as exc:  # the sweep's ledger then shows this trial as unexplained

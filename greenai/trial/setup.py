@@ -21,7 +21,7 @@ from greenai.training import data, devices, models
 from greenai.trial import packed
 from greenai.trial.figures import TrialFigures
 from greenai.trial.job import JobContext
-from greenai.trial.life import STARTUP, Piece
+from greenai.trial.life import OPENING, STARTUP, Piece, piece
 from greenai.trial.outcome import Failed
 from greenai.trial.preflight import check_job
 from greenai.trial.record import TrialRecord, run_tags
@@ -44,7 +44,8 @@ class TrialSetup:
     idle: IdlePower | None
     link: StudyLink
     fused: bool  # the trial's repeats train as one fused group
-    startup: Piece | None = None  # its start-up's window, open until its record is
+    startup: Piece | None = None  # its preparation's window on the sweep's ledger
+    opening: Piece | None = None  # its run's opening's window
 
     @property
     def name(self) -> str:
@@ -87,6 +88,8 @@ def prepare(cfg: DictConfig) -> TrialSetup:
         if startup is not None:
             startup.cancel()
         raise
+    if startup is not None:
+        startup.end()
     setup = TrialSetup(config, spec, job, store, device, dataset, meter, idle, link, fused, startup)
     log.info(
         "%s on %s, energy: %s%s",
@@ -100,18 +103,14 @@ def prepare(cfg: DictConfig) -> TrialSetup:
 
 def open_record(setup: TrialSetup) -> TrialRecord:
     """The trial's MLflow run (described: params, architecture, config file) and its figures;
-    none, and SweepStopped, if a job of its sweep met a full store (greenai.sweep.full_stop); the
-    end of its start-up."""
+    none, and SweepStopped, if a job of its sweep met a full store (greenai.sweep.full_stop).
+    Opening it is measured for the sweep's ledger, apart from preparing the trial: the fused
+    launcher prepares a whole batch before it opens their runs."""
     sweep_stop.check(setup.job.sweep_dir, setup.job.job_num)
-    try:
-        record = _described_record(setup)
-    except BaseException:
-        if setup.startup is not None:
-            setup.startup.cancel()
-        raise
-    if setup.startup is not None:
-        setup.startup.end()
-    return record
+    if setup.startup is None:  # no ledger entries: energy off, or a packed trial
+        return _described_record(setup)
+    with piece(setup.meter, OPENING) as setup.opening:
+        return _described_record(setup)
 
 
 def _described_record(setup: TrialSetup) -> TrialRecord:
