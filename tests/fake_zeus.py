@@ -57,10 +57,12 @@ class Power:
             first, joules, watts = next(seg for seg in reversed(self._segments) if seg[0] <= step)
         return joules + (step - first) * self.period * watts
 
-    def set_watts(self, watts: float, after: float = 0.0) -> None:
-        """Draw `watts` from the next step on, or from `after` seconds from now (the steps
+    def set_watts(self, watts: float, after: float = 0.0, since: float | None = None) -> None:
+        """Draw `watts` from the next step on, or from `after` seconds from now, or from `since`
+        (a time.monotonic() value) when given: a schedule set step by step from one `since`
+        stays where it was meant even if the process is paused between two steps (the steps
         before keep what they drew)."""
-        step = self._step(time.monotonic() + after) + 1
+        step = self._step((time.monotonic() if since is None else since) + after) + 1
         joules = self._at_step(step)
         with self._lock:
             self._segments = [seg for seg in self._segments if seg[0] < step] + [(step, joules, watts)]
@@ -124,8 +126,9 @@ class SteppedGPUs:
             raise self.fail
         self.reads += 1
         if self.reads == 1:
+            first_read = time.monotonic()
             for i, watts in enumerate(self._steps_down):
-                self.power[0].set_watts(watts, after=self._every * i)
+                self.power[0].set_watts(watts, after=self._every * i, since=first_read)
         return int(round(self.power[index].joules() * 1000))
 
     def get_instant_power_usage(self, index: int) -> int:
