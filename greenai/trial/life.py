@@ -1,8 +1,8 @@
 """A trial's place on its sweep's energy ledger (greenai.energy.ledger): its start-up (preparing
-it: config, meter, data, study link), the opening of its MLflow run, its life (from its first window to its last: its energy_j), and its
-close (final figures written, the study told), each measured, written to the sweep folder
-once the trial is closed. Packed trials' lives are placed by the sweeper, from their
-attributed windows (greenai.sweep.packing)."""
+it: config, meter, data, study link), the opening of its MLflow run, its life (from its first
+window to its last: its energy_j), and its close (final figures written, the study told), each
+measured, written to the sweep folder once the trial is closed. Packed trials' lives are placed
+by the sweeper, from their attributed windows (greenai.sweep.packing)."""
 
 from __future__ import annotations
 
