@@ -28,7 +28,7 @@ from greenai.errors import Interrupted, failure_reason
 from greenai.stores import spool
 from greenai.stores import waits as store_waits
 from greenai.stores.owner import owner_alive
-from greenai.stores.url import StoreURL
+from greenai.stores.url import CREATE, StoreURL
 
 log = logging.getLogger(__name__)
 logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -78,7 +78,7 @@ def client(store: StoreURL | str) -> Any:
     runs that dead processes of this host left RUNNING are closed then."""
     store = as_store(store)
     if store.url not in _CLIENTS:
-        with store.lock():
+        with store.lock(CREATE):
             created = MlflowClient(tracking_uri=store.url)
             if not spool.spools(store.url):  # a server's store is the server's business
                 created.search_experiments(max_results=1)  # creates and migrates the store now

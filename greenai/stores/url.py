@@ -25,6 +25,8 @@ from greenai.stores.redaction import redact
 
 JOURNAL = "journal:"
 LOCK_SUFFIX = ".greenai-lock"
+# The step that creates a store (MLflow and Optuna create and migrate their tables): its lock.
+CREATE = "create"
 
 
 @dataclass(frozen=True)
@@ -86,13 +88,27 @@ class StoreURL:
         store, opening a sweep's parent run, counting then asking trials): a lock file beside a
         sqlite or journal file, an advisory lock on PostgreSQL, nothing for servers that
         serialise writes themselves (MLflow's HTTP server)."""
-        if self.kind in ("sqlite", "journal") and self.path is not None:
-            # One lock file per step's name: flock is not re-entrant, and different steps (creating
-            # the store, asking trials) need not wait for each other.
-            return file_lock(Path(f"{self.path}.{_short(name)}{LOCK_SUFFIX}"))
+        lock_file = self._lock_file(name)
+        if lock_file is not None:
+            return file_lock(lock_file)
         if self.backend == "postgresql":
             return postgres_lock(self.url, name)
         return contextlib.nullcontext()
+
+    def created(self) -> contextlib.AbstractContextManager[None]:
+        """Held once no greenai process is creating this store file (MLflow migrates a new
+        sqlite file in steps, each committed, under the CREATE lock): what it committed so far
+        reads as an older schema. Nothing to wait for where no greenai process ever created the
+        file (no lock file beside it), so checking a file leaves nothing new beside it."""
+        lock_file = self._lock_file(CREATE)
+        return file_lock(lock_file) if lock_file is not None and lock_file.exists() else contextlib.nullcontext()
+
+    def _lock_file(self, name: str) -> Path | None:
+        if self.kind not in ("sqlite", "journal") or self.path is None:
+            return None
+        # One lock file per step's name: flock is not re-entrant, and different steps (creating
+        # the store, asking trials) need not wait for each other.
+        return Path(f"{self.path}.{_short(name)}{LOCK_SUFFIX}")
 
     def __str__(self) -> str:
         return self.url
