@@ -263,7 +263,8 @@ def test_a_full_disk_is_told_apart_from_a_busy_or_absent_store_wherever_it_is_in
     from mlflow.exceptions import MlflowException
     from sqlalchemy import exc as sa
 
-    from greenai.stores.waits import StoreFull, fault_of
+    from greenai.errors import StoreFull
+    from greenai.stores.waits import fault_of
 
     def chained(*errors: BaseException) -> BaseException:
         for cause, outer in zip(errors, errors[1:], strict=False):
@@ -291,9 +292,9 @@ def test_a_full_study_disk_fails_the_write_at_once_naming_the_store(small_disk, 
     """The real Optuna storage greenai opens, its sqlite file on the small disk: a write once
     the disk is full fails at once (no waiting budget spent) with the store's one line, and
     succeeds again once there is space."""
+    from greenai.errors import StoreFull
     from greenai.stores.study_storage import make_storage
     from greenai.stores.url import StoreURL
-    from greenai.stores.waits import StoreFull
 
     monkeypatch.setenv("GREENAI_STORE_BUSY_SECONDS", "60")
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -112,9 +112,9 @@ def test_past_the_busy_budget_a_run_stops_with_one_line_naming_the_store(greenai
 
 
 def test_past_the_busy_budget_a_study_write_stops_with_one_line_naming_the_store(tmp_path, monkeypatch, caplog):
+    from greenai.errors import StoreUnavailable
     from greenai.stores.study_storage import make_storage
     from greenai.stores.url import StoreURL
-    from greenai.stores.waits import StoreUnavailable
 
     monkeypatch.setenv("GREENAI_STORE_BUSY_SECONDS", "1")
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
@@ -163,6 +163,7 @@ def test_a_store_busy_with_another_writers_progress_is_waited_for_past_the_budge
     """The busy limit is for a lock that is stuck: while the holder commits, greenai waits,
     however long; the one waiting line names the store and since when it is locked."""
     from greenai.stores import waits as store_waits
+    from greenai.stores.url import StoreURL
 
     monkeypatch.setenv("GREENAI_STORE_BUSY_SECONDS", "1")
     db = tmp_path / "mlflow.db"
@@ -176,7 +177,7 @@ def test_a_store_busy_with_another_writers_progress_is_waited_for_past_the_budge
         finally:
             connection.close()
 
-    store = store_waits.Store("tracking.uri", f"sqlite:///{db}")
+    store = StoreURL.parse(f"sqlite:///{db}", key="tracking.uri")
     started = time.monotonic()
     with caplog.at_level(logging.INFO):
         store_waits.retry(write, store, ("busy",))

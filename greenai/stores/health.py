@@ -33,7 +33,7 @@ FOREIGN = {"mlflow": "an MLflow tracking database", "optuna": "an Optuna study d
 def check_store(url: str, key: str) -> None:
     """Raise ConfigError naming `key`, the file and what is wrong with the store file at `url`;
     other stores (servers, folders) and absent or empty files pass."""
-    store = store_waits.Store(key, url)
+    store = StoreURL.parse(url, key=key)
     if store.file is None or not Path(store.file).is_file() or Path(store.file).stat().st_size == 0:
         return
     path = Path(store.file)
@@ -45,7 +45,7 @@ def check_store(url: str, key: str) -> None:
         raise ConfigError(key, redact(url), f"{path} {problem}")
 
 
-def _settled_sqlite_problem(path: Path, store: store_waits.Store) -> str | None:
+def _settled_sqlite_problem(path: Path, store: StoreURL) -> str | None:
     """What is wrong with the sqlite file, judged once any greenai worker creating it is done:
     a worker starting alongside it would otherwise read a schema migrated halfway as older."""
 
@@ -54,7 +54,7 @@ def _settled_sqlite_problem(path: Path, store: store_waits.Store) -> str | None:
 
     if problem() is None:
         return None
-    with StoreURL.parse(store.url).created():
+    with store.created():
         return problem()
 
 

@@ -70,7 +70,7 @@ def make_storage(store: StoreURL, grace_seconds: int = 600) -> BaseStorage:
     if store.url not in _STORAGES:
         with store.lock(CREATE), deliberate_use():
             # A database that is locked or away is waited for (greenai.stores.waiting_storage).
-            _STORAGES[store.url] = patient(lambda: _new_storage(store, grace_seconds), store.url)
+            _STORAGES[store.url] = patient(lambda: _new_storage(store, grace_seconds), store)
     return _STORAGES[store.url]
 
 

@@ -44,8 +44,14 @@ MODEL_TRAINING = "custom_model_development"
 def with_retries(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run an MLflow call, waiting (greenai.stores.waits) while sqlite says "database is locked"
     (several workers writing one store): a locked write was rolled back, so trying again is safe."""
-    store = store_waits.Store("tracking.uri", getattr(getattr(call, "__self__", None), "tracking_uri", "?"))
+    store = _tracking_store(getattr(getattr(call, "__self__", None), "tracking_uri", "?"))
     return store_waits.retry(functools.partial(call, *args, **kwargs), store, ("busy",))
+
+
+@functools.lru_cache(maxsize=16)
+def _tracking_store(uri: str) -> StoreURL:
+    """The store an MLflow client writes to (parsed once per URL, not per call)."""
+    return StoreURL.parse(uri, key="tracking.uri")
 
 
 class RetryingClient:

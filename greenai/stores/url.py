@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
@@ -31,17 +31,23 @@ CREATE = "create"
 
 @dataclass(frozen=True)
 class StoreURL:
-    """One store: what kind it is, the URL to hand to MLflow or Optuna, and its file if any."""
+    """One store: what kind it is, the URL to hand to MLflow or Optuna, and its file if any;
+    with the config key that named it, what messages about it (waits, a full disk) say."""
 
     url: str
     kind: str  # sqlite, journal, database (a server SQLAlchemy reaches), http, file, other
     path: Path | None = None  # the sqlite or journal file, or the MLflow file store's folder
     backend: str | None = None  # SQLAlchemy's backend name (sqlite, postgresql, mysql, ...)
+    key: str = field(default="", compare=False)  # tracking.uri, sweep.storage, hydra.sweep.dir, ...
+    named: str = field(default="", compare=False)  # the URL as the user wrote it
 
     @classmethod
-    def parse(cls, raw: str, base: str | Path = ".") -> StoreURL:
-        """Parse `raw`, taking relative file paths from `base`."""
-        raw = str(raw)
+    def parse(cls, raw: str, base: str | Path = ".", key: str = "") -> StoreURL:
+        """Parse `raw`, taking relative file paths from `base`; `key`: the config key naming it."""
+        return replace(cls._parsed(str(raw), base), key=key, named=str(raw))
+
+    @classmethod
+    def _parsed(cls, raw: str, base: str | Path) -> StoreURL:
         if raw.startswith(JOURNAL):
             path = _absolute(raw[len(JOURNAL) :].removeprefix("//"), base)
             return cls(f"{JOURNAL}//{path}", "journal", path)
@@ -70,6 +76,21 @@ class StoreURL:
             return cls(raw, "sqlite", None, backend)
         path = _absolute(url.database, base)
         return cls(_render(url.set(database=str(path))), "sqlite", path, backend)
+
+    def keyed(self, key: str) -> StoreURL:
+        """This store, named by `key` in messages."""
+        return replace(self, key=key)
+
+    @property
+    def label(self) -> str:
+        """What messages call the store: its key and URL as the user wrote them, any password hidden."""
+        shown = redact(self.named or self.url)
+        return f"{self.key}={shown}" if self.key else shown
+
+    @property
+    def file(self) -> str | None:
+        """The sqlite or journal file whose lock a writer holds; None for other stores."""
+        return str(self.path) if self.kind in ("sqlite", "journal") and self.path is not None else None
 
     @property
     def redacted(self) -> str:

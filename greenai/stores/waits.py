@@ -23,8 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from greenai.errors import GreenAIError, causes
+from greenai.errors import GreenAIError, StoreFull, StoreUnavailable, causes
 from greenai.stores.redaction import redact
+from greenai.stores.url import StoreURL
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -36,37 +37,6 @@ BUSY_SECONDS_ENV = "GREENAI_STORE_BUSY_SECONDS"
 AWAY_SECONDS_ENV = "GREENAI_STORE_AWAY_SECONDS"
 DEFAULT_SECONDS = {"busy": 120.0, "away": 900.0}
 MAX_DELAY_SECONDS = 5.0
-
-
-class StoreUnavailable(GreenAIError):
-    """A store stayed locked or away longer than greenai waits: one line naming it."""
-
-
-class StoreFull(GreenAIError):
-    """The disk holding a store is full: one line naming the store and the file. The trial it
-    stops is interrupted, not failed by its own doing: its MLflow run ends KILLED and its Optuna
-    trial FAIL marked interrupted, so resuming the study runs its point again."""
-
-    trial_state = "killed"  # read by tracking.end_state and StudyLink.finish
-
-
-@dataclass(frozen=True)
-class Store:
-    """A store as the user named it: the config key and its URL (shown with any password hidden)."""
-
-    key: str
-    url: str
-
-    @property
-    def file(self) -> str | None:
-        for prefix in ("sqlite:///", "journal://"):
-            if self.url.startswith(prefix):
-                return self.url[len(prefix) :].split("?", 1)[0]
-        return None
-
-    @property
-    def label(self) -> str:
-        return f"{self.key}={redact(self.url)}" if self.key else redact(self.url)
 
 
 @dataclass(frozen=True)
@@ -152,7 +122,7 @@ def budget_seconds(kind: str) -> float:
 COMMIT_TRACES = ("", "-journal", "-wal")
 
 
-def file_marks(store: Store) -> tuple[tuple[int, int] | None, ...] | None:
+def file_marks(store: StoreURL) -> tuple[tuple[int, int] | None, ...] | None:
     """What a commit to the store's file changes (modification time and size of the file and its
     journal or WAL); None for a store that is no local file."""
     if store.file is None:
@@ -176,7 +146,7 @@ class _Episode:
     marks: tuple[tuple[int, int] | None, ...] | None = None
     given_up_at: float | None = None
 
-    def stalled(self, store: Store) -> float:
+    def stalled(self, store: StoreURL) -> float:
         """Seconds the store has not moved (for a fault that is no busy file: since the episode
         began): a file its holder keeps committing to is busy, not stuck."""
         now, marks = time.monotonic(), file_marks(store) if self.fault.kind == "busy" else None
@@ -195,7 +165,7 @@ _EPISODES: dict[str, _Episode] = {}
 _GUARD = threading.Lock()
 
 
-def waiting(store: Store, fault: Fault, keeping: bool = False, began: float | None = None) -> _Episode:
+def waiting(store: StoreURL, fault: Fault, keeping: bool = False, began: float | None = None) -> _Episode:
     """The store's waiting episode, begun (and said, once) if none is open; `began`: when the
     call that failed started (it may have waited in the driver first)."""
     with _GUARD:
@@ -208,7 +178,7 @@ def waiting(store: Store, fault: Fault, keeping: bool = False, began: float | No
         return episode
 
 
-def _waiting_line(store: Store, episode: _Episode, keeping: bool) -> str:
+def _waiting_line(store: StoreURL, episode: _Episode, keeping: bool) -> str:
     fault, seconds, env = episode.fault, budget_seconds(episode.fault.kind), _env(episode.fault.kind)
     then = "writes of the running trial are kept meanwhile; " if keeping else ""
     if fault.kind == "busy" and store.file:
@@ -218,7 +188,7 @@ def _waiting_line(store: Store, episode: _Episode, keeping: bool) -> str:
     return f"{store.label}{where}: {fault.detail} since {episode.clock}; {then}waiting {until}"
 
 
-def answered(store: Store) -> None:
+def answered(store: StoreURL) -> None:
     """The store answered: close its episode, saying so if one was open."""
     with _GUARD:
         episode = _EPISODES.pop(store.label, None)
@@ -226,7 +196,7 @@ def answered(store: Store) -> None:
         log.info("%s answers again, after %.0f s", store.label, time.monotonic() - episode.since)
 
 
-def unavailable(store: Store, episode: _Episode) -> StoreUnavailable:
+def unavailable(store: StoreURL, episode: _Episode) -> StoreUnavailable:
     episode.given_up_at = episode.given_up_at or time.monotonic()
     seconds, kind = time.monotonic() - episode.since, episode.fault.kind
     limit = f"{_env(kind)}={budget_seconds(kind):.0f}"
@@ -241,14 +211,14 @@ def unavailable(store: Store, episode: _Episode) -> StoreUnavailable:
     )
 
 
-def full(store: Store, fault: Fault) -> StoreFull:
+def full(store: StoreURL, fault: Fault) -> StoreFull:
     """The one line for a store whose disk is full: its key, the file and what the OS said."""
     file = fault.file or store.file
     where = f"the disk holding {file}" if file else "the disk of its server"
     return StoreFull(f"{store.label}: {where} is full ({fault.detail})")
 
 
-def passing_fault(exc: BaseException, store: Store, kinds: tuple[str, ...] = ("busy", "away")) -> Fault:
+def passing_fault(exc: BaseException, store: StoreURL, kinds: tuple[str, ...] = ("busy", "away")) -> Fault:
     """The fault of a failed call to `store`, if it is one of `kinds`, which pass and are worth
     waiting for. A full disk is raised at once as StoreFull naming the store; any other error is
     raised as it came."""
@@ -260,7 +230,7 @@ def passing_fault(exc: BaseException, store: Store, kinds: tuple[str, ...] = ("b
     return fault
 
 
-def retry(call: Callable[[], T], store: Store, kinds: tuple[str, ...] = ("busy", "away")) -> T:
+def retry(call: Callable[[], T], store: StoreURL, kinds: tuple[str, ...] = ("busy", "away")) -> T:
     """call(), tried again while it fails because `store` is busy or away (the fault `kinds`
     waited for), up to the budget of that kind of fault (for a busy file: the budget without a
     commit to it); then StoreUnavailable. A full disk fails at once, as StoreFull naming the
