@@ -39,12 +39,11 @@ class StoreURL:
     path: Path | None = None  # the sqlite or journal file, or the MLflow file store's folder
     backend: str | None = None  # SQLAlchemy's backend name (sqlite, postgresql, mysql, ...)
     key: str = field(default="", compare=False)  # tracking.uri, sweep.storage, hydra.sweep.dir, ...
-    named: str = field(default="", compare=False)  # the URL as the user wrote it
 
     @classmethod
     def parse(cls, raw: str, base: str | Path = ".", key: str = "") -> StoreURL:
         """Parse `raw`, taking relative file paths from `base`; `key`: the config key naming it."""
-        return replace(cls._parsed(str(raw), base), key=key, named=str(raw))
+        return replace(cls._parsed(str(raw), base), key=key)
 
     @classmethod
     def _parsed(cls, raw: str, base: str | Path) -> StoreURL:
@@ -83,9 +82,9 @@ class StoreURL:
 
     @property
     def label(self) -> str:
-        """What messages call the store: its key and URL as the user wrote them, any password hidden."""
-        shown = redact(self.named or self.url)
-        return f"{self.key}={shown}" if self.key else shown
+        """What messages call the store: its key and URL (relative paths made absolute), any
+        password hidden."""
+        return f"{self.key}={self.redacted}" if self.key else self.redacted
 
     @property
     def file(self) -> str | None:
