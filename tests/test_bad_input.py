@@ -39,7 +39,24 @@ def broken_root(tmp_path, how: str):
 
 # (command line, start of the one-line error)
 TABLE = [
-    (["model=resnet"], "model=resnet: unknown model; choose one of denselinear, densepoly, simplecnn"),
+    (
+        ["model=resnet"],
+        "model=resnet: unknown model; choose one of custom, denselinear, densepoly, simplecnn, torchvision",
+    ),
+    (
+        ["model=torchvision", "model.arch=resnet19"],
+        "model.arch=resnet19: not a torchvision classification model; closest: resnet18",
+    ),
+    (["model=custom", "model._target_=mypkg.nets.Net"], "model._target_=mypkg.nets.Net: not on the allow-list"),
+    (
+        ["model=custom", "model._target_=mypkg.nets.Net", "trusted_targets=[mypkg.*]"],
+        "model._target_=mypkg.nets.Net: cannot be imported (ModuleNotFoundError: No module named 'mypkg')",
+    ),
+    (
+        ["model=custom", "model._target_=torchvision.models.resnet18", "dataset=cifar10"],
+        "model._target_=torchvision.models.resnet18: gives (2, 1000) for a batch of 2 3x32x32 images; "
+        "the dataset needs (2, 10) logits",
+    ),
     (["dataset=mnist"], "dataset=mnist: unknown dataset; choose one of cifar10, fashion_mnist"),
     (["-m", "searcher=annealing"], "searcher=annealing: unknown searcher; choose one of bayes, grid, random, tpe"),
     (

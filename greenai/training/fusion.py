@@ -539,6 +539,8 @@ class FusionKey:
 
 
 def _hashable(value: object) -> object:
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
     if isinstance(value, (list, tuple)):
         return tuple(_hashable(v) for v in value)
     return value

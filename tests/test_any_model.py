@@ -1,0 +1,46 @@
+"""Models beyond the paper's, as users run them: torchvision's builders and a user's own module."""
+
+from __future__ import annotations
+
+import pytest
+from stores import mlflow_runs, trial_runs
+
+pytestmark = pytest.mark.slow
+
+USER_MODULE = """
+from torch import nn
+
+
+class Net(nn.Sequential):
+    def __init__(self, num_classes, in_channels, width=4):
+        super().__init__(
+            nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4), nn.Flatten(),
+            nn.Linear(width * 7 * 7, num_classes),
+        )
+"""
+
+
+def test_a_users_module_from_the_working_folder_is_swept_like_the_papers(greenai, tiny):
+    (greenai.cwd / "mynets.py").write_text(USER_MODULE)
+    greenai(
+        "-m", "model=custom", "model._target_=mynets.Net", "trusted_targets=[mynets.*]", "+model.args.width=2,6", *tiny
+    )
+    trials = trial_runs(mlflow_runs(greenai.cwd))
+    assert [r.info.status for r in trials] == ["FINISHED"] * 2
+    assert {r.info.run_name for r in trials} == {"net-width2-s1234", "net-width6-s1234"}
+    for run in trials:
+        params, width = run.data.params, int(run.data.params["model.args.width"])
+        assert params["model._target_"] == "mynets.Net" and params["model.name"] == "custom"
+        assert int(params["arch.params"]) == (9 * width + width) + (width * 49 * 10 + 10)
+        assert int(params["arch.macs_per_sample"]) == width * 28 * 28 * 9 + width * 49 * 10
+        counted = {k: int(params[f"arch.{k}_layers"]) for k in ("conv", "linear", "activation", "norm", "attention")}
+        assert counted == {"conv": 1, "linear": 1, "activation": 1, "norm": 0, "attention": 0}
+
+
+def test_a_torchvision_model_trains_on_grey_images(greenai, tiny):
+    greenai("model=torchvision", "model.arch=resnet18", *tiny)
+    (run,) = trial_runs(mlflow_runs(greenai.cwd))
+    params = run.data.params
+    assert run.info.status == "FINISHED" and run.info.run_name == "resnet18-s1234"
+    assert params["model.arch"] == "resnet18" and params["arch.conv_layers"] == "20"
+    assert run.data.metrics["accuracy"] == run.data.metrics["test_accuracy"] and run.data.metrics["epochs_run"] == 1
