@@ -57,7 +57,23 @@ TABLE = [
         "model._target_=torchvision.models.resnet18: gives (2, 1000) for a batch of 2 3x32x32 images; "
         "the dataset needs (2, 10) logits",
     ),
-    (["dataset=mnist"], "dataset=mnist: unknown dataset; choose one of cifar10, fashion_mnist"),
+    (
+        ["dataset=mnist"],
+        "dataset=mnist: unknown dataset; choose one of cifar10, custom, fashion_mnist, image_folder, torchvision",
+    ),
+    (
+        ["dataset=torchvision", "dataset.name=MNISTT"],
+        "dataset.name=MNISTT: not a torchvision dataset; closest: MNIST",
+    ),
+    (
+        ["dataset=torchvision", "dataset.name=KMNIST", "dataset.root=/nonexistent"],
+        "dataset.root=/nonexistent: torchvision's KMNIST found no files under /nonexistent",
+    ),
+    (["dataset=image_folder", "dataset.root=/nonexistent"], "dataset.root=/nonexistent: no such folder"),
+    (
+        ["dataset=custom", "dataset._target_=mypkg.data.Images"],
+        "dataset._target_=mypkg.data.Images: not on the allow-list",
+    ),
     (["-m", "searcher=annealing"], "searcher=annealing: unknown searcher; choose one of bayes, grid, random, tpe"),
     (
         ["-m", "searcher=random", "space=paper3", "pruner=patient"],
@@ -141,6 +157,17 @@ def case(args: list[str], message: str):  # type: ignore[no-untyped-def]
 def test_bad_input_is_refused_before_anything_runs(greenai, tiny, args, message):
     overrides = [a for a in tiny if not any(a.split("=")[0] == b.split("=")[0] for b in args)]
     assert_refused(greenai, [*args, *overrides], message)
+
+
+def test_an_empty_image_folder_is_refused(greenai, tmp_path):
+    for split in ("train", "test"):
+        (tmp_path / "empty" / split / "cats").mkdir(parents=True)
+    root = tmp_path / "empty"
+    assert_refused(
+        greenai,
+        ["dataset=image_folder", f"dataset.root={root}", f"dataset.cache_dir={tmp_path / 'cache'}"],
+        f"dataset.root={root}: {root / 'train'} holds no images in class folders",
+    )
 
 
 @pytest.mark.parametrize(("how", "message"), ROOTS, ids=[h for h, _ in ROOTS])

@@ -50,11 +50,31 @@ class DeviceData:
     x_test: torch.Tensor
     y_test: torch.Tensor
     source: str  # where the files were read from, for the run's tags
+    # The mean and std the images were normalised with (None: not known here).
+    normalisation: tuple[list[float], list[float]] | None = None
+
+    placement = "device"  # as opposed to training.streaming.StreamedData's "streamed"
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         c, h, w = self.x_train.shape[1:]
         return int(c), int(h), int(w)
+
+    @property
+    def device(self) -> torch.device:
+        return self.x_train.device
+
+    @property
+    def train_count(self) -> int:
+        return len(self.y_train)
+
+    @property
+    def test_count(self) -> int:
+        return len(self.y_test)
+
+    def test_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for start in range(0, len(self.y_test), batch_size):
+            yield self.x_test[start : start + batch_size], self.y_test[start : start + batch_size]
 
     def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One epoch of shuffled batches, drawn by index (no per-sample DataLoader)."""
@@ -334,6 +354,14 @@ def check_files(cfg: DatasetConfig) -> str:
         raise _naming_the_key(cfg, error) from None
 
 
+def check_shape(cfg: DatasetConfig, images: torch.Tensor) -> None:
+    shape = tuple(images.shape[1:])
+    if shape != (cfg.channels, cfg.height, cfg.width):
+        raise DatasetError(
+            f"dataset={cfg.name}: files hold {shape} images, config says {(cfg.channels, cfg.height, cfg.width)}"
+        )
+
+
 _LOADED: dict[tuple[object, ...], DeviceData] = {}
 
 
@@ -369,6 +397,7 @@ def load(cfg: DatasetConfig, device: torch.device) -> DeviceData:
             _to_device(x_test, cfg, device),
             y_test.to(device),
             where,
+            (list(cfg.mean or ()), list(cfg.std or ())),
         )
         log.info("%s: %d train / %d test images from %s on %s", cfg.name, len(y_train), len(y_test), where, device)
     return _LOADED[key]

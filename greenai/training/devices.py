@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 
 import torch
 
@@ -71,6 +72,20 @@ def pick_device(name: str) -> torch.device:
             raise _unusable_gpu("device", name)
         raise ConfigError("device", name, "no CUDA GPU is visible here; use device=auto or device=cpu")
     return device
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free for data on `device`: the GPU's free memory, or the host's available memory."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def describe(device: torch.device) -> str:

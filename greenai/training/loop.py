@@ -19,7 +19,8 @@ from torch import nn
 
 from greenai.energy.meters import Measurement, Meter
 from greenai.errors import GreenAIError
-from greenai.training.data import DeviceData
+from greenai.training.augment import Augmentation
+from greenai.training.inputs import TrainingData
 
 EVAL_BATCH = 4096
 
@@ -102,17 +103,26 @@ def applied_hyperparameters(optimizer: torch.optim.Optimizer) -> Hyperparameters
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """Mean cross-entropy and accuracy on (x, y), in large no-grad batches."""
+    batches = ((x[start : start + EVAL_BATCH], y[start : start + EVAL_BATCH]) for start in range(0, len(y), EVAL_BATCH))
+    return evaluate_batches(model, batches, x.device)
+
+
+def evaluate_batches(
+    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over `batches`, without gradients; read once at the end."""
     model.eval()
-    loss_sum = torch.zeros((), device=x.device)
-    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    count = 0
     with torch.no_grad():
-        for start in range(0, len(y), EVAL_BATCH):
-            xb, yb = x[start : start + EVAL_BATCH], y[start : start + EVAL_BATCH]
+        for xb, yb in batches:
             logits = model(xb)
             loss_sum += nn.functional.cross_entropy(logits, yb, reduction="sum")
             correct += (logits.argmax(dim=1) == yb).sum()
+            count += len(yb)
     model.train()
-    return loss_sum.item() / len(y), correct.item() / len(y)
+    return loss_sum.item() / count, correct.item() / count
 
 
 def train_on(
@@ -132,35 +142,45 @@ def train_on(
 
 
 def train_epoch(
-    model: nn.Module, optimizer: torch.optim.Optimizer, data: DeviceData, batch_size: int, generator: torch.Generator
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: TrainingData,
+    batch_size: int,
+    generator: torch.Generator,
+    augment: Augmentation | None = None,
 ) -> float:
-    """One pass over the training split, in batches drawn by index."""
-    return train_on(model, optimizer, data.train_batches(batch_size, generator))
+    """One pass over the training split, in batches drawn by index (augmented on the device)."""
+    batches = data.train_batches(batch_size, generator)
+    if augment is not None:
+        batches = ((augment(xb), yb) for xb, yb in batches)
+    return train_on(model, optimizer, batches)
 
 
 def fit(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    data: DeviceData,
+    data: TrainingData,
     *,
     epochs: int,
     batch_size: int,
     seed: int,
     meter: Meter,
     on_epoch: EpochHook | None = None,
+    augment: Augmentation | None = None,
 ) -> TrainingRun:
     """Train for `epochs`, measuring each epoch and each evaluation in its own energy window.
 
     `on_epoch` sees every epoch, a diverged one included (so its energy is logged), as {0: result};
-    returning [0] stops the training (pruning). A NaN or infinite loss ends it as diverged."""
+    returning [0] stops the training (pruning). A NaN or infinite loss ends it as diverged.
+    `augment` changes each training batch on the device (training.augment)."""
     generator = torch.Generator().manual_seed(seed)
     run = TrainingRun()
     for epoch in range(1, epochs + 1):
         meter.begin("train")
-        train_loss = train_epoch(model, optimizer, data, batch_size, generator)
+        train_loss = train_epoch(model, optimizer, data, batch_size, generator, augment)
         train_energy = meter.end("train")
         meter.begin("eval")
-        test_loss, accuracy = evaluate(model, data.x_test, data.y_test)
+        test_loss, accuracy = evaluate_batches(model, data.test_batches(EVAL_BATCH), data.device)
         eval_energy = meter.end("eval")
         result = EpochResult(epoch, train_loss, test_loss, accuracy, train_energy, eval_energy)
         stop = 0 in set((on_epoch({0: result}) if on_epoch else None) or ())
@@ -170,12 +190,12 @@ def fit(
     return run
 
 
-def format_progress(label: str, result: EpochResult, epochs: int, step: int | None = None) -> str:
+def format_progress(label: str, result: EpochResult, epochs: int, step: int | None = None, note: str = "") -> str:
     """One line per epoch, readable among a multirun's interleaved logs; `step` counts epochs
-    across a trial's repeats (the epoch itself by default)."""
+    across a trial's repeats (the epoch itself by default); `note` ends it (data streamed)."""
     energy = result.train.total_j
     joules = f"{energy:8.1f} J {result.train.source.value}" if energy is not None else "energy off"
     return (
         f"[{label}] epoch {step or result.epoch:>3}/{epochs} loss {result.train_loss:.4f} "
-        f"acc {result.test_accuracy:.4f} {joules} {result.train.seconds:6.2f} s"
+        f"acc {result.test_accuracy:.4f} {joules} {result.train.seconds:6.2f} s{note}"
     )

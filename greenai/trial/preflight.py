@@ -17,15 +17,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from greenai.config import EnergyBackend, Objective, TrainConfig, to_typed
 from greenai.errors import ConfigError
-from greenai.training import data, fusion, models
+from greenai.training import fusion, inputs, models
 
 MAX_CHECKED_JOBS = 2000
 
 
 def check_job(cfg: DictConfig) -> tuple[TrainConfig, models.ArchitectureSpec]:
-    """The typed config and architecture of one job, or a one-line ConfigError."""
+    """The typed config and architecture of one job, or a one-line ConfigError. The image shape
+    and classes come from the config where it gives them (the paper's datasets), else from the
+    data's first image; a model other than the paper's is checked by one forward pass."""
     config = to_typed(cfg)
-    spec = models.ArchitectureSpec.from_config(config)
+    facts = inputs.describe(config.dataset, tuple(config.trusted_targets))
+    spec = models.ArchitectureSpec.from_config(config, facts.input_shape, facts.classes)
     models.check_architecture(spec)
     if config.objective.name is Objective.accuracy_energy and config.energy.backend is EnergyBackend.off:
         raise ConfigError("objective", "accuracy_energy", "needs energy measured or estimated, not energy=off")
@@ -74,9 +77,10 @@ def check_jobs(config: DictConfig, override_lists: list[list[str]]) -> list[Trai
     checked, datasets_seen = [], set()
     for overrides in override_lists:
         typed, _ = check_job(compose_job(config, overrides))
-        key = (typed.dataset.name, typed.dataset.root, typed.dataset.cache_dir)
+        ds = typed.dataset
+        key = (ds.kind, ds.name, ds._target_, repr(ds.args), ds.root, ds.cache_dir)
         if key not in datasets_seen:
-            data.check_files(typed.dataset)
+            inputs.check_files(ds, tuple(typed.trusted_targets))
             datasets_seen.add(key)
         checked.append(typed)
     return checked

@@ -191,6 +191,7 @@ class TrialRecord:
     job: JobContext
     epochs_total: int
     pending: Pending = field(default_factory=Pending)
+    progress_note: str = ""  # the end of each progress line, e.g. that the data is streamed
 
     @classmethod
     def open(
@@ -228,7 +229,7 @@ class TrialRecord:
         """After each epoch: its figures kept, progress line, per-epoch metrics, the study told;
         whether the pruner stops the trial."""
         self.figures.epochs.append(result)
-        log.info(format_progress(self.name, result, self.epochs_total, step))
+        log.info(format_progress(self.name, result, self.epochs_total, step, self.progress_note))
         self.pending.metrics += tracking.metric_points(epoch_metrics(result, self.figures.idle), step)
         if time.monotonic() - self.pending.since >= FLUSH_SECONDS:
             self.run.log(*self.pending.take())

@@ -31,7 +31,9 @@ from greenai.config import TrainConfig
 from greenai.energy.meters import Meter
 from greenai.stores.waits import StoreFull
 from greenai.training import fusion, models
+from greenai.training.augment import augmentation
 from greenai.training.data import DeviceData
+from greenai.training.inputs import TrainingData
 from greenai.training.loop import (
     EpochResult,
     Hyperparameters,
@@ -90,10 +92,10 @@ def _ended(run: TrainingRun, record: Recorder) -> Outcome | None:
 
 
 def train_repeats(
-    config: TrainConfig, spec: models.ArchitectureSpec, dataset: DeviceData, meter: Meter, record: Recorder
+    config: TrainConfig, spec: models.ArchitectureSpec, dataset: TrainingData, meter: Meter, record: Recorder
 ) -> Outcome:
     """`repeats` trainings one after another (seeds seed, seed+1, ...), each recorded as it goes."""
-    device = dataset.x_train.device
+    device = dataset.device
     for repeat in range(config.repeats):
         seed = config.seed + repeat
         torch.manual_seed(seed)
@@ -114,6 +116,7 @@ def train_repeats(
             seed=seed,
             meter=meter,
             on_epoch=on_epoch,
+            augment=augmentation(config.dataset.augment, seed, device),
         )
         ended = _ended(run, record)
         if ended is not None:
@@ -162,6 +165,7 @@ def _record_group_epoch(trial: PreparedTrial, results: Mapping[int, EpochResult]
 def run_fused(trials: Sequence[PreparedTrial]) -> list[Outcome]:
     """Train the trials as one group; each trial's outcome, in order, once its records are closed."""
     first = trials[0].setup
+    assert isinstance(first.dataset, DeviceData), "setup.fuses() lets only device-resident data fuse"
     group = fusion.FusedGroup(first.spec, members_of(trials), first.device)
     epochs = first.config.epochs
     for trial in trials:

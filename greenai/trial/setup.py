@@ -11,12 +11,12 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig
 
-from greenai.config import TrainConfig
+from greenai.config import Augment, TrainConfig
 from greenai.energy.idle import IdlePower, idle_power
 from greenai.energy.meters import Meter, make_meter
 from greenai.stores.reachability import check_reachable
 from greenai.stores.url import StoreURL
-from greenai.training import data, devices, models
+from greenai.training import data, devices, inputs, models
 from greenai.trial import packed
 from greenai.trial.figures import TrialFigures
 from greenai.trial.job import JobContext
@@ -37,7 +37,7 @@ class TrialSetup:
     job: JobContext
     store: StoreURL
     device: torch.device
-    dataset: data.DeviceData
+    dataset: inputs.TrainingData
     meter: Meter
     idle: IdlePower | None
     link: StudyLink
@@ -48,13 +48,40 @@ class TrialSetup:
         return self.job.run_name(self.spec.name, self.config.seed)
 
 
-def fuses(config: TrainConfig, device: torch.device, packed: bool) -> bool:
+def fuses(config: TrainConfig, device: torch.device, packed: bool, dataset: inputs.TrainingData | None = None) -> bool:
     """`fuse=null` (auto): fused on a GPU, where one member leaves the device mostly idle; not
     on a CPU, where fusion roughly breaks even. Packed trials are attributed window by window
-    and never fused."""
+    and never fused. A trial fusion cannot take runs unfused, and the log says once why."""
     if packed:  # fuse=true with packing was refused before anything ran (preflight.check_job)
         return False
-    return device.type == "cuda" if config.fuse is None else bool(config.fuse)
+    wanted = device.type == "cuda" if config.fuse is None else bool(config.fuse)
+    if not wanted:
+        return False
+    obstacle = fusion_obstacle(config, dataset)
+    if obstacle is not None:
+        _say_once(f"fuse: running unfused: {obstacle}")
+        return False
+    return True
+
+
+def fusion_obstacle(config: TrainConfig, dataset: inputs.TrainingData | None) -> str | None:
+    """Why a trial cannot fuse (None: it can). Fusion groups members that see the same device
+    tensors in the same order with Adam in float32."""
+    if dataset is not None and not isinstance(dataset, data.DeviceData):
+        return "the data is streamed (fusion needs it on the device)"
+    if config.dataset.augment is not Augment.none:
+        return f"dataset.augment={config.dataset.augment.value} (fused members see their images unaugmented)"
+    return None
+
+
+_SAID: set[str] = set()
+
+
+def _say_once(line: str) -> None:
+    """A reason logged once per process, not once per trial of a batch."""
+    if line not in _SAID:
+        _SAID.add(line)
+        log.info(line)
 
 
 def prepare(cfg: DictConfig) -> TrialSetup:
@@ -69,12 +96,14 @@ def prepare(cfg: DictConfig) -> TrialSetup:
     meter: Meter = make_meter(config.energy, device)
     # Before the data is loaded: in a sweep the callback measured it already on this host.
     idle = idle_power(meter, config.energy.idle_seconds, job.sweep_folder)
-    dataset = data.load(config.dataset, device)
+    dataset = inputs.load(config.dataset, device, tuple(config.trusted_targets))
+    # What was read from the data (shape, classes, mean, std) is what the run records.
+    config.dataset = inputs.resolved(config.dataset, dataset, spec.input_shape, spec.classes)
     timeline = packed.timeline_meter(cfg, job.sweep_folder, config.sweep.trial_number, device)
     if timeline is not None:
-        timeline.note(train_images=len(dataset.y_train), idle_w=idle.watts if idle else None)
+        timeline.note(train_images=dataset.train_count, idle_w=idle.watts if idle else None)
         meter = timeline
-    fused = fuses(config, device, packed=timeline is not None)
+    fused = fuses(config, device, packed=timeline is not None, dataset=dataset)
     link = StudyLink.for_job(config.sweep, job.launch_dir, defer_tell=timeline is not None)
     setup = TrialSetup(config, spec, job, store, device, dataset, meter, idle, link, fused)
     log.info(
@@ -90,8 +119,9 @@ def prepare(cfg: DictConfig) -> TrialSetup:
 def open_record(setup: TrialSetup) -> TrialRecord:
     """The trial's MLflow run (described: params, architecture, config file) and its figures."""
     config = setup.config
-    figures = TrialFigures(train_images=len(setup.dataset.y_train), idle=setup.idle)
+    figures = TrialFigures(train_images=setup.dataset.train_count, idle=setup.idle)
     tags = run_tags(setup.job, setup.meter, setup.device, setup.dataset.source, setup.idle)
+    tags["data_placement"] = setup.dataset.placement
     record = TrialRecord.open(
         setup.store,
         config.tracking.experiment,
@@ -102,6 +132,8 @@ def open_record(setup: TrialSetup) -> TrialRecord:
         setup.job,
         config.epochs * config.repeats,
     )
+    if setup.dataset.placement == "streamed":
+        record.progress_note = ", data streamed"
     try:
         record.describe(config, setup.spec, setup.meter)
     except BaseException as exc:
