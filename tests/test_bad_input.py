@@ -170,6 +170,38 @@ def test_an_empty_image_folder_is_refused(greenai, tmp_path):
     )
 
 
+def test_bf16_on_a_device_without_it_is_refused(greenai, tiny):
+    """The command as it runs on a GPU without bfloat16 (before Ampere): the device's answer is
+    the one thing replaced, in the process that runs the unchanged command."""
+    import subprocess
+    import sys
+
+    without_bf16 = (
+        "import sys; import greenai.training.precision as p; p.bf16_supported = lambda device: False; "
+        "sys.argv[0] = 'greenai.train'; from greenai.train import main; main()"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", without_bf16, "precision=bf16", *tiny],
+        cwd=greenai.cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("greenai: error: ")]
+    assert errors == [
+        f"greenai: error: precision=bf16: cpu ({torch_threads()} threads) has no bfloat16 "
+        "(GPUs have it from Ampere on); use precision=fp16 or fp32"
+    ], proc.stderr[-2000:]
+    assert sorted(p.name for p in greenai.cwd.iterdir()) == []
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 @pytest.mark.parametrize(("how", "message"), ROOTS, ids=[h for h, _ in ROOTS])
 def test_broken_dataset_roots_are_refused(greenai, tmp_path, how, message):
     root = broken_root(tmp_path, how)

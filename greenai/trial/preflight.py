@@ -17,7 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from greenai.config import EnergyBackend, Objective, TrainConfig, to_typed
 from greenai.errors import ConfigError
-from greenai.training import fusion, inputs, models
+from greenai.training import devices, fusion, inputs, models
+from greenai.training.precision import check_precision
 
 MAX_CHECKED_JOBS = 2000
 
@@ -30,6 +31,8 @@ def check_job(cfg: DictConfig) -> tuple[TrainConfig, models.ArchitectureSpec]:
     facts = inputs.describe(config.dataset, tuple(config.trusted_targets))
     spec = models.ArchitectureSpec.from_config(config, facts.input_shape, facts.classes)
     models.check_architecture(spec)
+    device = devices.pick_device(config.device)
+    check_precision(config.precision.name, device, devices.describe(device))
     if config.objective.name is Objective.accuracy_energy and config.energy.backend is EnergyBackend.off:
         raise ConfigError("objective", "accuracy_energy", "needs energy measured or estimated, not energy=off")
     if config.fuse:

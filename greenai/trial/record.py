@@ -35,7 +35,8 @@ from greenai.stores.redaction import redact, redact_text
 from greenai.stores.url import StoreURL
 from greenai.stores.waits import StoreFull
 from greenai.training import devices, models
-from greenai.training.loop import EpochResult, Hyperparameters, format_progress
+from greenai.training.loop import EpochResult, format_progress
+from greenai.training.optim import Applied
 from greenai.trial.figures import TrialFigures, epoch_metrics
 from greenai.trial.job import JobContext
 from greenai.trial.outcome import Finished, Outcome
@@ -221,8 +222,8 @@ class TrialRecord:
             self.pending.tags[names.NOTE] = f"Energy is ESTIMATED, not measured: {meter.description}"
         self.run.text(redact_text(yaml.safe_dump(tree, sort_keys=False)), "config.yaml")
 
-    def optimizer(self, applied: Hyperparameters) -> None:
-        """What the optimiser really holds, read back from it."""
+    def optimizer(self, applied: Applied) -> None:
+        """What the optimiser, schedule and precision really hold, read back from them."""
         self.pending.params.update(applied.params())
 
     def epoch(self, step: int, result: EpochResult) -> bool:

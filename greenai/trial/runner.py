@@ -27,22 +27,23 @@ from typing import Protocol
 
 import torch
 
-from greenai.config import TrainConfig
+from greenai.config import Precision, TrainConfig
 from greenai.energy.meters import Meter
 from greenai.stores.waits import StoreFull
 from greenai.training import fusion, models
 from greenai.training.augment import augmentation
 from greenai.training.data import DeviceData
 from greenai.training.inputs import TrainingData
-from greenai.training.loop import (
-    EpochResult,
-    Hyperparameters,
-    RunState,
-    TrainingRun,
+from greenai.training.loop import EpochResult, Hyperparameters, RunState, TrainingRun, fit
+from greenai.training.optim import (
+    Applied,
     applied_hyperparameters,
-    fit,
     make_optimizer,
+    make_schedule,
+    settings_from,
+    steps_per_epoch,
 )
+from greenai.training.precision import Amp
 from greenai.trial.figures import TrialFigures
 from greenai.trial.outcome import Failed, Finished, Outcome, PrunedAt
 from greenai.trial.record import TrialRecord, add_to_sweep_totals, finished, spent
@@ -66,6 +67,7 @@ class PreparedTrial:
 
 
 def hyperparameters(cfg: TrainConfig) -> Hyperparameters:
+    """A fused member's Adam values (fusion trains Adam only: setup.fusion_obstacle)."""
     return Hyperparameters(cfg.lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay)
 
 
@@ -74,7 +76,7 @@ class Recorder(Protocol):
 
     figures: TrialFigures
 
-    def optimizer(self, applied: Hyperparameters) -> None: ...
+    def optimizer(self, applied: Applied) -> None: ...
 
     def epoch(self, step: int, result: EpochResult) -> bool: ...
 
@@ -100,9 +102,13 @@ def train_repeats(
         seed = config.seed + repeat
         torch.manual_seed(seed)
         model = models.build(spec).to(device)
-        optimizer = make_optimizer(model, hyperparameters(config))
+        optimizer = make_optimizer(model, settings_from(config))
+        applied = applied_hyperparameters(optimizer)  # before a schedule changes the lr
+        steps = steps_per_epoch(dataset.train_count, config.batch_size)
+        schedule = make_schedule(config.scheduler, optimizer, config.epochs, steps)
+        amp = Amp(config.precision.name, device)
         if repeat == 0:
-            record.optimizer(applied_hyperparameters(optimizer))
+            record.optimizer(Applied.of(applied, schedule.params(), amp.params()))
 
         def on_epoch(results: Mapping[int, EpochResult], offset: int = repeat * config.epochs) -> list[int]:
             return [0] if record.epoch(offset + results[0].epoch, results[0]) else []
@@ -117,6 +123,8 @@ def train_repeats(
             meter=meter,
             on_epoch=on_epoch,
             augment=augmentation(config.dataset.augment, seed, device),
+            amp=amp,
+            schedule=schedule,
         )
         ended = _ended(run, record)
         if ended is not None:
@@ -168,8 +176,9 @@ def run_fused(trials: Sequence[PreparedTrial]) -> list[Outcome]:
     assert isinstance(first.dataset, DeviceData), "setup.fuses() lets only device-resident data fuse"
     group = fusion.FusedGroup(first.spec, members_of(trials), first.device)
     epochs = first.config.epochs
+    fp32 = Amp(Precision.fp32, first.device).params()  # a fused group trains in float32
     for trial in trials:
-        trial.record.optimizer(group.hyperparameters(trial.members[0]))
+        trial.record.optimizer(Applied.of(group.hyperparameters(trial.members[0]), fp32))
         trial.record.run.metrics({"fused_group_size": float(len(group.members))})
     log.info("fused group of %d trials, %d members (%s)", len(trials), len(group.members), first.spec.name)
 

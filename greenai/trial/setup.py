@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig
 
-from greenai.config import Augment, TrainConfig
+from greenai.config import Augment, OptimizerName, Precision, SchedulerName, TrainConfig
 from greenai.energy.idle import IdlePower, idle_power
 from greenai.energy.meters import Meter, make_meter
 from greenai.stores.reachability import check_reachable
@@ -66,7 +66,13 @@ def fuses(config: TrainConfig, device: torch.device, packed: bool, dataset: inpu
 
 def fusion_obstacle(config: TrainConfig, dataset: inputs.TrainingData | None) -> str | None:
     """Why a trial cannot fuse (None: it can). Fusion groups members that see the same device
-    tensors in the same order with Adam in float32."""
+    tensors in the same order with Adam in float32 at a constant learning rate."""
+    if config.optimizer.name is not OptimizerName.adam:
+        return f"optimizer={config.optimizer.name.value} (fusion trains Adam only)"
+    if config.precision.name is not Precision.fp32:
+        return f"precision={config.precision.name.value} (fusion trains in float32 only)"
+    if config.scheduler.name is not SchedulerName.none:
+        return f"scheduler={config.scheduler.name.value} (fusion trains at a constant lr only)"
     if dataset is not None and not isinstance(dataset, data.DeviceData):
         return "the data is streamed (fusion needs it on the device)"
     if config.dataset.augment is not Augment.none:
