@@ -22,11 +22,12 @@ class Net(nn.Sequential):
 
 def test_a_users_module_from_the_working_folder_is_swept_like_the_papers(greenai, tiny):
     (greenai.cwd / "mynets.py").write_text(USER_MODULE)
-    greenai(
-        "-m", "model=custom", "model._target_=mynets.Net", "trusted_targets=[mynets.*]", "+model.args.width=2,6", *tiny
-    )
+    args = ["model=custom", "model._target_=mynets.Net", "trusted_targets=[mynets.*]", "+model.args.width=2,6"]
+    greenai("-m", *args, "fuse=true", "repeats=2", *tiny)
     trials = trial_runs(mlflow_runs(greenai.cwd))
     assert [r.info.status for r in trials] == ["FINISHED"] * 2
+    # Built of layers fusion groups: each trial's repeats trained as one fused group.
+    assert [r.data.metrics["fused_group_size"] for r in trials] == [2.0, 2.0]
     assert {r.info.run_name for r in trials} == {"net-width2-s1234", "net-width6-s1234"}
     for run in trials:
         params, width = run.data.params, int(run.data.params["model.args.width"])
@@ -38,7 +39,8 @@ def test_a_users_module_from_the_working_folder_is_swept_like_the_papers(greenai
 
 
 def test_a_torchvision_model_trains_on_grey_images(greenai, tiny):
-    greenai("model=torchvision", "model.arch=resnet18", *tiny)
+    proc = greenai("model=torchvision", "model.arch=resnet18", "fuse=true", *tiny)
+    assert proc.stdout.count("fuse: running unfused: the model (resnet18) cannot group a ResNet") == 1
     (run,) = trial_runs(mlflow_runs(greenai.cwd))
     params = run.data.params
     assert run.info.status == "FINISHED" and run.info.run_name == "resnet18-s1234"

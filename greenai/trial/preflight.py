@@ -8,7 +8,6 @@ spent their energy. The dataset files are checked once per distinct dataset.
 
 from __future__ import annotations
 
-import functools
 import itertools
 
 from hydra.core.global_hydra import GlobalHydra
@@ -17,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from greenai.config import EnergyBackend, Objective, TrainConfig, to_typed
 from greenai.errors import ConfigError
-from greenai.training import devices, fusion, inputs, models
+from greenai.training import devices, inputs, models
 from greenai.training.precision import check_precision
 
 MAX_CHECKED_JOBS = 2000
@@ -35,22 +34,14 @@ def check_job(cfg: DictConfig) -> tuple[TrainConfig, models.ArchitectureSpec]:
     check_precision(config.precision.name, device, devices.describe(device))
     if config.objective.name is Objective.accuracy_energy and config.energy.backend is EnergyBackend.off:
         raise ConfigError("objective", "accuracy_energy", "needs energy measured or estimated, not energy=off")
-    if config.fuse:
-        _check_fusable(spec)
-        if config.sweep.trials_per_gpu > 1:
-            raise ConfigError(
-                "fuse",
-                True,
-                "packed trials (sweep.trials_per_gpu > 1) are attributed one by one; "
-                "use hydra/launcher=fused instead of packing them, or fuse=false",
-            )
+    if config.fuse and config.sweep.trials_per_gpu > 1:
+        raise ConfigError(
+            "fuse",
+            True,
+            "packed trials (sweep.trials_per_gpu > 1) are attributed one by one; "
+            "use hydra/launcher=fused instead of packing them, or fuse=false",
+        )
     return config, spec
-
-
-@functools.cache
-def _check_fusable(spec: models.ArchitectureSpec) -> None:
-    """Once per architecture and process: every job of a fused batch would build the same model."""
-    fusion.check_fusable(models.build(spec))
 
 
 def job_override_lists(config: DictConfig) -> list[list[str]]:

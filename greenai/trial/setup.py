@@ -5,6 +5,7 @@ run exists. Used by `python -m greenai.train` (one job) and by the fused launche
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ from greenai.energy.idle import IdlePower, idle_power
 from greenai.energy.meters import Meter, make_meter
 from greenai.stores.reachability import check_reachable
 from greenai.stores.url import StoreURL
-from greenai.training import data, devices, inputs, models
+from greenai.training import data, devices, fusion, inputs, models
 from greenai.trial import packed
 from greenai.trial.figures import TrialFigures
 from greenai.trial.job import JobContext
@@ -48,7 +49,13 @@ class TrialSetup:
         return self.job.run_name(self.spec.name, self.config.seed)
 
 
-def fuses(config: TrainConfig, device: torch.device, packed: bool, dataset: inputs.TrainingData | None = None) -> bool:
+def fuses(
+    config: TrainConfig,
+    device: torch.device,
+    packed: bool,
+    dataset: inputs.TrainingData | None = None,
+    spec: models.ArchitectureSpec | None = None,
+) -> bool:
     """`fuse=null` (auto): fused on a GPU, where one member leaves the device mostly idle; not
     on a CPU, where fusion roughly breaks even. Packed trials are attributed window by window
     and never fused. A trial fusion cannot take runs unfused, and the log says once why."""
@@ -57,16 +64,21 @@ def fuses(config: TrainConfig, device: torch.device, packed: bool, dataset: inpu
     wanted = device.type == "cuda" if config.fuse is None else bool(config.fuse)
     if not wanted:
         return False
-    obstacle = fusion_obstacle(config, dataset)
+    obstacle = fusion_obstacle(config, dataset, spec)
     if obstacle is not None:
         _say_once(f"fuse: running unfused: {obstacle}")
         return False
     return True
 
 
-def fusion_obstacle(config: TrainConfig, dataset: inputs.TrainingData | None) -> str | None:
-    """Why a trial cannot fuse (None: it can). Fusion groups members that see the same device
-    tensors in the same order with Adam in float32 at a constant learning rate."""
+def fusion_obstacle(
+    config: TrainConfig, dataset: inputs.TrainingData | None, spec: models.ArchitectureSpec | None = None
+) -> str | None:
+    """Why a trial cannot fuse (None: it can). Fusion groups members of a model built of the
+    layers it can group, that see the same device tensors in the same order, with Adam in
+    float32 at a constant learning rate."""
+    if spec is not None and (why := _model_obstacle(spec)) is not None:
+        return f"the model ({spec.name}) {why}"
     if config.optimizer.name is not OptimizerName.adam:
         return f"optimizer={config.optimizer.name.value} (fusion trains Adam only)"
     if config.precision.name is not Precision.fp32:
@@ -78,6 +90,12 @@ def fusion_obstacle(config: TrainConfig, dataset: inputs.TrainingData | None) ->
     if config.dataset.augment is not Augment.none:
         return f"dataset.augment={config.dataset.augment.value} (fused members see their images unaugmented)"
     return None
+
+
+@functools.cache
+def _model_obstacle(spec: models.ArchitectureSpec) -> str | None:
+    """Once per architecture and process: every trial of a fused batch would build the same model."""
+    return fusion.why_not_fusable(models.build(spec))
 
 
 _SAID: set[str] = set()
@@ -109,7 +127,7 @@ def prepare(cfg: DictConfig) -> TrialSetup:
     if timeline is not None:
         timeline.note(train_images=dataset.train_count, idle_w=idle.watts if idle else None)
         meter = timeline
-    fused = fuses(config, device, packed=timeline is not None, dataset=dataset)
+    fused = fuses(config, device, packed=timeline is not None, dataset=dataset, spec=spec)
     link = StudyLink.for_job(config.sweep, job.launch_dir, defer_tell=timeline is not None)
     setup = TrialSetup(config, spec, job, store, device, dataset, meter, idle, link, fused)
     log.info(
