@@ -107,7 +107,7 @@ TRUSTED_TARGETS = (
 # brings keys greenai cannot know. They go in `args`, an open dict passed to the class as keyword
 # arguments, so the rest of the node stays typed (a misspelt `model.arhc` still fails at
 # composition) and the user's keys are params like any other (`model.args.width`). A key that is
-# not in a config file is added with `+model.args.width=64`, or all at once `model.args={width:64}`.
+# not in a config file is added with `+model.args.width=64`, or all at once `'+model.args={width:64,depth:3}'`.
 @dataclass
 class ModelConfig:
     name: ModelName = MISSING

@@ -96,8 +96,8 @@ def test_missing_torchvision_files_say_where_to_put_them(tmp_path):
     with pytest.raises(DatasetError) as info:
         inputs.describe(cfg)
     message = str(info.value)
-    assert message.startswith(f"dataset.root={tmp_path}: torchvision's KMNIST found no files")
-    assert f"({tmp_path}/KMNIST/raw)" in message and "\n" not in message
+    assert message.startswith(f"dataset.root={tmp_path}: torchvision's KMNIST cannot read its files")
+    assert f"reads them from {tmp_path}/KMNIST/raw: put them there" in message and "\n" not in message
 
 
 def test_an_unknown_torchvision_dataset_names_the_closest(tmp_path):

@@ -67,7 +67,7 @@ TABLE = [
     ),
     (
         ["dataset=torchvision", "dataset.name=KMNIST", "dataset.root=/nonexistent"],
-        "dataset.root=/nonexistent: torchvision's KMNIST found no files under /nonexistent",
+        "dataset.root=/nonexistent: torchvision's KMNIST cannot read its files under /nonexistent",
     ),
     (["dataset=image_folder", "dataset.root=/nonexistent"], "dataset.root=/nonexistent: no such folder"),
     (

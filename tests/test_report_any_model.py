@@ -48,7 +48,10 @@ def sweep_over_models():
 
 def test_the_study_factors_are_what_the_trials_differ_in():
     rows = sweep_over_models()
-    assert an.study_factors(rows) == ["conv_layers", "architecture", "precision", "model.args.width"]
+    # Counted layers that only restate the architecture are its factor, not their own.
+    assert an.study_factors(rows) == ["architecture", "precision", "model.args.width"]
+    deeper = [*rows, model_trial(5, 0.81, 120.0, "resnet18", "fp32", width=16, conv=36)]
+    assert an.study_factors(deeper) == ["conv_layers", "architecture", "precision", "model.args.width"]
     widths = an.levels(rows, "model.args.width")
     assert [lv.value for lv in widths] == [8, 16, 32], "numbers sort as numbers"
     assert [lv.value for lv in an.levels(rows, "architecture")] == ["mobilenet_v3_small", "resnet18"]
@@ -57,7 +60,7 @@ def test_the_study_factors_are_what_the_trials_differ_in():
 def test_the_layer_study_names_architecture_and_precision(tmp_path):
     found = sections.layers(sweep_over_models(), tmp_path, estimated=False)
     text = "\n".join(found.lines)
-    assert "Energy and accuracy by what the trials varied: `conv_layers`, `architecture`, `precision`" in text
+    assert "Energy and accuracy by what the trials varied: `architecture`, `precision`, `model.args.width`." in text
     assert "By `architecture`:" in text and "By `precision`:" in text and "By `model.args.width`:" in text
     assert "architecture: resnet18 spends +128.6% energy per trial against mobilenet_v3_small, the least" in text
     assert "precision: fp32 spends +55.6% energy per trial against bf16, the least" in text
@@ -77,6 +80,13 @@ def test_the_pareto_figure_colours_the_trials_by_what_varied(tmp_path):
         "Pareto front (1)",
     ]
     assert "by architecture" in ax.get_title()
+    two = plots.pareto_figure(rows, [], estimated=False, mixed=False, by=["architecture", "precision"]).axes[0]
+    legend = [t.get_text() for t in two.get_legend().get_texts()]
+    assert legend[:2] == [
+        "finished, architecture=mobilenet_v3_small, precision=bf16 (1)",
+        "finished, architecture=mobilenet_v3_small, precision=fp32 (1)",
+    ]
+    assert len(legend) == 4 and "by architecture and precision" in two.get_title()
     from greenai.report.settings import ReportSettings
 
     section = sections.tradeoff(rows, ReportSettings(), tmp_path, sections.EnergyLabel(False, False))

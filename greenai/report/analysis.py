@@ -131,7 +131,21 @@ def study_factors(rows: Sequence[TrialRow]) -> list[str]:
     done = scored(rows)
     own = sorted({k for r in done for k in r.params if k.startswith("model.args.")})
     candidates = [*LAYER_FACTORS, "architecture", *PARAM_FACTORS, *own]
-    return [f for f in candidates if len({factor_value(r, f) for r in done} - {None}) >= 2]
+    varied = [f for f in candidates if len({factor_value(r, f) for r in done} - {None}) >= 2]
+    # Layer counts that only restate the architecture (resnet18's 20 convolutions against
+    # mobilenet's 52) are the architecture's factor, not one of their own.
+    if "architecture" in varied:
+        by_architecture = _partition(done, "architecture")
+        varied = [f for f in varied if f not in LAYER_FACTORS or _partition(done, f) != by_architecture]
+    return varied
+
+
+def _partition(rows: Sequence[TrialRow], factor: str) -> set[frozenset[str]]:
+    """The trials grouped by their level of `factor`, as sets of run ids."""
+    groups: dict[object, set[str]] = defaultdict(set)
+    for row in rows:
+        groups[factor_value(row, factor)].add(row.run_id)
+    return {frozenset(group) for group in groups.values()}
 
 
 def _level_order(value: object) -> tuple[int, object]:

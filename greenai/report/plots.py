@@ -4,6 +4,7 @@ Each figure is built by a `*_figure` function (tests read its axes) and saved by
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -61,46 +62,53 @@ def pareto_plot(
     path: Path,
     estimated: bool,
     mixed: bool,
-    by: str | None = None,
+    by: str | Sequence[str] = (),
 ) -> Path:
     return save(pareto_figure(rows, front, estimated, mixed, by), path)
 
 
 STATE_STYLES = (("pruned", "v", "tab:orange"), ("failed", "x", "tab:red"), ("killed", "x", "tab:gray"))
-# Colours of the finished trials' levels of `by`, after the states' own (blue, orange, red, gray).
-LEVEL_COLOURS = ("tab:blue", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+# The finished trials' levels of what the sweep varied: colours by the first factor (none the
+# states or the front use), markers by the second.
+LEVEL_COLOURS = ("tab:blue", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "black")
+LEVEL_MARKERS = ("o", "s", "^", "D", "P", "*", "h")
 
 
-def _point_styles(rows: Sequence[TrialRow], by: str | None) -> list[tuple[str, str, str, list[TrialRow]]]:
+def _point_styles(rows: Sequence[TrialRow], by: tuple[str, ...]) -> list[tuple[str, str, str, list[TrialRow]]]:
     """(label, marker, colour, trials) per group of points: each state apart, and the finished
-    trials by their level of `by` (what the sweep varied: architecture, precision, ...)."""
+    trials by their levels of `by` (up to two of what the sweep varied: architecture, precision, ...)."""
     drawn = [r for r in rows if r.energy_j is not None and r.accuracy is not None]
-    groups = []
     finished = [r for r in drawn if r.state == "finished"]
-    levels = sorted({str(factor_value(r, by)) for r in finished}) if by else []
-    if len(levels) > len(LEVEL_COLOURS):  # too many to tell apart: one colour, as without `by`
+    levels = [sorted({str(factor_value(r, f)) for r in finished}) for f in by[:2]]
+    if any(len(found) > len(LEVEL_COLOURS) for found in levels):  # too many to tell apart
         levels = []
-    for level, colour in zip(levels, LEVEL_COLOURS, strict=False):
-        members = [r for r in finished if str(factor_value(r, by)) == level]  # type: ignore[arg-type]
-        groups.append((f"finished, {by}={level} ({len(members)})", "o", colour, members))
+    groups = []
+    for combo in itertools.product(*levels) if levels else []:
+        members = [r for r in finished if tuple(str(factor_value(r, f)) for f in by[:2]) == combo]
+        if members:
+            named = ", ".join(f"{f}={level}" for f, level in zip(by, combo, strict=False))
+            colour = LEVEL_COLOURS[levels[0].index(combo[0])]
+            marker = LEVEL_MARKERS[levels[1].index(combo[1])] if len(combo) > 1 else "o"
+            groups.append((f"finished, {named} ({len(members)})", marker, colour, members))
     if not levels:
         groups.append((f"finished ({len(finished)})", "o", "tab:blue", finished))
-    for state, marker, colour in (
-        ("pruned", "v", "tab:orange"),
-        ("failed", "x", "tab:red"),
-        ("killed", "x", "tab:gray"),
-    ):
+    for state, marker, colour in STATE_STYLES:
         members = [r for r in drawn if r.state == state]
         groups.append((f"{state} ({len(members)})", marker, colour, members))
     return groups
 
 
 def pareto_figure(
-    rows: Sequence[TrialRow], front: Sequence[TrialRow], estimated: bool, mixed: bool, by: str | None = None
+    rows: Sequence[TrialRow],
+    front: Sequence[TrialRow],
+    estimated: bool,
+    mixed: bool,
+    by: str | Sequence[str] = (),
 ) -> Figure:
     """Every trial as a point (finished, pruned, failed apart; hollow where estimated among
-    measured ones; the finished trials coloured by their level of `by`, what the sweep varied),
-    the Pareto front drawn."""
+    measured ones; the finished trials coloured, and marked, by their levels of `by`, what the
+    sweep varied), the Pareto front drawn."""
+    by = (by,) if isinstance(by, str) else tuple(by)
     fig, ax = plt.subplots(figsize=(7.5, 5))
     for label, marker, color, points in _point_styles(rows, by):
         for hollow, group in (
@@ -131,7 +139,7 @@ def pareto_figure(
     ax.set_xlabel(energy_axis("energy per trial", estimated, mixed))
     ax.set_ylabel("test accuracy")
     title = "Accuracy vs energy: each trial, and the trials no other beats on both"
-    ax.set_title(f"{title}\n(finished trials by {by})" if by else title, fontsize=10 if by else None)
+    ax.set_title(f"{title}\n(finished trials by {' and '.join(by[:2])})" if by else title, fontsize=10 if by else None)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9, loc="lower right")
     return fig

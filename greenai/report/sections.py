@@ -170,9 +170,9 @@ def pareto_rows(rows: Sequence[TrialRow]) -> list[TrialRow]:
 
 def tradeoff(rows: Sequence[TrialRow], settings: ReportSettings, out: Path, label: EnergyLabel) -> Section:
     front = pareto_rows(rows)
-    # Beyond the paper's layer counts, the figure colours the trials by the first other thing
-    # they differ in (architecture, precision, optimiser, ...): what a sweep over models varied.
-    by = next((f for f in an.study_factors(rows) if f not in an.LAYER_FACTORS), None)
+    # Beyond the paper's layer counts, the figure tells the trials apart by the first two other
+    # things they differ in (architecture, precision, optimiser, ...): what a sweep over models varied.
+    by = [f for f in an.study_factors(rows) if f not in an.LAYER_FACTORS][:2]
     figure = plots.pareto_plot(rows, front, out / "accuracy_energy.png", label.estimated, label.mixed, by)
     lines = [
         "## Accuracy vs energy",
@@ -233,10 +233,7 @@ def layers(rows: Sequence[TrialRow], out: Path, estimated: bool) -> Section:
         eta_e = an.eta_squared(an.factor_groups(rows, factor, lambda r: r.energy_j))
         eta_a = an.eta_squared(an.factor_groups(rows, factor, lambda r: r.accuracy))
         effects.append([factor, "–" if eta_e is None else f"{eta_e:.3f}", "–" if eta_a is None else f"{eta_a:.3f}"])
-    others = (
-        ", and the cheapest against the dearest level of the others" if set(varying) - set(an.LAYER_FACTORS) else ""
-    )
-    lines += [f"Energy change per added layer of each type (the paper's Table V, last lines){others}:", ""]
+    lines += [findings_intro(set(varying)), ""]
     lines += [f"- {f}" for f in findings]
     lines += [
         "",
@@ -266,6 +263,16 @@ def per_layer_finding(factor: str, levels: list[an.Level]) -> str:
     total = an.percent_change(levels[0].mean_energy, levels[-1].mean_energy)
     span = "ReLU off → on" if factor == "relu" else f"{levels[0].value} → {levels[-1].value}"
     return f"{factor}: {per_layer:+.1f}% energy per added layer ({span}: {total:+.1f}%)"
+
+
+def findings_intro(factors: set[str]) -> str:
+    layered = "Energy change per added layer of each type (the paper's Table V, last lines)"
+    others = "the cheapest against the dearest level of each other factor"
+    if not factors - set(an.LAYER_FACTORS):
+        return f"{layered}:"
+    if not factors & set(an.LAYER_FACTORS):
+        return "The cheapest against the dearest level of each factor:"
+    return f"{layered}, and {others}:"
 
 
 def level_finding(factor: str, levels: list[an.Level]) -> str:

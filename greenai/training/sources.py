@@ -174,8 +174,9 @@ def _open_torchvision(cfg: DatasetConfig, train: bool, trusted: tuple[str, ...])
         where = _where_files_go(cls, root)
         key = f"dataset.root={cfg.root}" if cfg.root else f"dataset=torchvision dataset.name={cfg.name}"
         raise DatasetError(
-            f"{key}: torchvision's {cfg.name} found no files under {root} ({failure_reason(missing)}); put them "
-            f"where torchvision.datasets.{cfg.name}(root=DIR) reads them ({where}) and set dataset.root=DIR"
+            f"{key}: torchvision's {cfg.name} cannot read its files under {root} ({failure_reason(missing)}); "
+            f"torchvision.datasets.{cfg.name}(root=DIR) reads them from {where}: put them there and set "
+            "dataset.root=DIR"
         ) from missing
 
 
