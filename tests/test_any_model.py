@@ -46,3 +46,28 @@ def test_a_torchvision_model_trains_on_grey_images(greenai, tiny):
     assert run.info.status == "FINISHED" and run.info.run_name == "resnet18-s1234"
     assert params["model.arch"] == "resnet18" and params["arch.conv_layers"] == "20"
     assert run.data.metrics["accuracy"] == run.data.metrics["test_accuracy"] and run.data.metrics["epochs_run"] == 1
+
+
+def test_the_models_and_data_benchmark_runs_quick_on_a_cpu(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/models_data.py", "--quick", "--train-size", "40", "--workers", "1"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("one epoch of ResNet-18 on 40 synthetic CIFAR-sized images")
+    cases = {line.split(":")[0].strip(): line for line in lines[1:4]}
+    assert list(cases) == ["device, fp32", "streamed, fp32", "device, bf16"]
+    assert " 1.00x time,  1.00x energy (against device, fp32)" in cases["device, fp32"]
+    assert all("x time" in line and "x energy" in line for line in cases.values())
