@@ -3,6 +3,8 @@ config sets is read back from the live objects into the run, as Adam's are."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -201,3 +203,47 @@ def test_a_search_space_ranges_over_the_knobs(greenai, tiny):
         assert dtype == {"fp32": "float32", "bf16": "bfloat16"}[params["precision.name"]]
         if params["scheduler.name"] != "none":
             assert f"{params['scheduler.name']}.stepped" in params
+
+
+@pytest.mark.gpu
+def test_precision_streaming_and_augmentation_on_a_gpu(fashion_root, tmp_path):
+    """On a CUDA GPU: streamed batches (pinned, uint8 normalised on the GPU) equal the
+    device-resident ones; fp16 trains through its GradScaler and bf16 where the GPU has it;
+    crop_flip draws on the GPU, repeatably."""
+    from greenai.config import DatasetConfig, Placement
+    from greenai.training.augment import CropFlip
+    from greenai.training.loop import Hyperparameters, fit
+
+    cuda = torch.device("cuda", 0)
+    cfg = DatasetConfig(
+        name="fashion_mnist",
+        channels=1,
+        height=28,
+        width=28,
+        classes=10,
+        mean=[0.286],
+        std=[0.353],
+        root=str(fashion_root),
+        cache_dir=str(tmp_path / "c"),
+    )
+    on_gpu = inputs.load(cfg, cuda)
+    inputs._LOADED.clear()
+    streamed = inputs.load(replace(cfg, placement=Placement.stream, workers=2), cuda)
+    assert on_gpu.placement == "device" and streamed.placement == "streamed"
+    for (xa, ya), (xb, yb) in zip(
+        on_gpu.train_batches(64, torch.Generator().manual_seed(1)),
+        streamed.train_batches(64, torch.Generator().manual_seed(1)),
+        strict=True,
+    ):
+        assert xb.device.type == "cuda" and torch.equal(xa, xb) and torch.equal(ya, yb)
+    names = [Precision.fp16] + ([Precision.bf16] if precision.bf16_supported(cuda) else [])
+    for name in names:
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).to(cuda)
+        amp = Amp(name, cuda)
+        opt = make_optimizer(net, Hyperparameters(1e-2, 0.9, 0.999, 1e-8, 0.0))
+        run = fit(net, opt, streamed, epochs=2, batch_size=64, seed=3, meter=_off(), amp=amp)
+        assert run.epochs[-1].test_accuracy > 0.5 and amp.params()["precision.autocast"] is True
+        assert amp.params()["precision.grad_scaler"] is (name is Precision.fp16)
+    images = on_gpu.x_train[:8]
+    assert torch.equal(CropFlip(5, cuda)(images), CropFlip(5, cuda)(images))
