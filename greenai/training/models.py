@@ -414,7 +414,7 @@ def summarize(model: nn.Module, input_shape: tuple[int, int, int]) -> Architectu
     in evaluation mode: half its FLOPs, as it counts a multiply-add as two), layers by class and
     by kind."""
     was_training = model.training
-    device = next(model.parameters()).device
+    device = next(model.parameters(), torch.zeros(0)).device  # a model without weights: the CPU
     try:
         model.eval()
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
