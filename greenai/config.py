@@ -262,7 +262,8 @@ class TrainConfig:
     eps: float = 1e-8
     weight_decay: float = 0.0
     device: str = "auto"
-    # cuDNN's deterministic algorithms, no benchmark-mode autotuning: repeatable on one GPU, slower.
+    # torch's and cuDNN's deterministic algorithms, cuBLAS's fixed workspace, no autotuning:
+    # bit-identical weights for a seed on one GPU, slower.
     deterministic: bool = False
     # Train a trial's repeats (and, with hydra/launcher=fused, a batch's trials) as one grouped
     # model: true, false, or null = on a GPU only (on a CPU fusion roughly breaks even).

@@ -1,7 +1,8 @@
 """`python -m greenai.doctor` (`greenai-doctor`): what can greenai measure here, and how well?
 
 One screen, in well under 30 s: torch and CUDA, and whether torch can use the GPU the NVIDIA
-driver shows; each counter Zeus can read (GPU via NVML, CPU packages and DRAM via RAPL); how
+driver shows; the device a run would train on (`--device`, as the runs' `device=`), its GPU found
+by UUID as a run finds it; each counter Zeus can read (GPU via NVML, CPU packages and DRAM via RAPL); how
 often the GPU counter moves, and how often windows of 10 ms to 1 s read zero on it; the idle
 power; and the `energy=` setting to use. On a machine with nothing to read it says so and
 names the estimate greenai falls back to.
@@ -18,7 +19,9 @@ from dataclasses import dataclass, field
 import torch
 
 from greenai.energy.counters import ZeusCounters, update_period
-from greenai.errors import EnergyError
+from greenai.energy.idle import cuda_context, measure_idle_power
+from greenai.energy.meters import gpu_index
+from greenai.errors import ConfigError
 from greenai.training import devices
 
 WINDOWS_MS = (10, 30, 100, 300, 1000)
@@ -38,6 +41,10 @@ class Findings:
     zero_share: dict[int, float] = field(default_factory=dict)  # window ms -> share of zero GPU readings
     idle_w: dict[str, float] = field(default_factory=dict)  # component -> watts
     idle_seconds: float = 0.0
+    device: str = "cpu"  # the device a run with the doctor's device= would train on
+    device_error: str | None = None
+    context_w: float | None = None  # all components, a CUDA context held
+    idle_settled: bool = True
 
     @property
     def gpu_unusable(self) -> bool:
@@ -60,29 +67,31 @@ class Findings:
         )
 
 
-def examine(scale: float = 1.0) -> Findings:
-    """Everything `python -m greenai.doctor` reports; `scale` shortens the probes (tests)."""
+def examine(scale: float = 1.0, device: str = "auto") -> Findings:
+    """Everything `python -m greenai.doctor` reports, for the GPU a run with `device=` would
+    train on (found by UUID, as a run finds it); `scale` shortens the probes (tests)."""
     torch_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     found = Findings(
         torch.__version__, torch.version.cuda, torch_gpus, devices.nvml_gpu_count(), devices.driver_version()
     )
-    gpu = 0 if (torch_gpus or found.nvml_gpus) else None
     try:
-        counters = ZeusCounters(gpu)
-    except EnergyError as exc:
-        found.counter_error = str(exc)
-        try:
-            counters = ZeusCounters(None)  # the CPU's counters may still be readable
-        except EnergyError:
-            return found
+        chosen = devices.pick_device(device)
+    except ConfigError as exc:
+        found.device_error = str(exc)
+        chosen = torch.device("cpu")  # the CPU's counters may still be readable
+    found.device = str(chosen)
+    counters = ZeusCounters(gpu_index(chosen))
+    found.counter_error = counters.unread.get("gpu")
     found.components = counters.components
-    if gpu is not None and "gpu" in found.components:
-        found.gpu_name = torch.cuda.get_device_name(gpu) if torch_gpus else f"NVML GPU {gpu}"
-        read_gpu = lambda: counters.gpus.get_total_energy_consumption(gpu)  # noqa: E731
-        found.period_s = update_period(read_gpu, timeout=1.0 * scale)
-        found.zero_share = {ms: _zero_share(read_gpu, ms / 1000 * scale) for ms in WINDOWS_MS}
+    gpu = counters.gpu
+    if gpu is not None:
+        found.gpu_name = f"{gpu.name}, NVML GPU {gpu.index}"
+        found.period_s = update_period(gpu.millijoules, timeout=1.0 * scale)
+        found.zero_share = {ms: _zero_share(gpu.millijoules, ms / 1000 * scale) for ms in WINDOWS_MS}
     if found.components:
-        found.idle_w, found.idle_seconds = _idle(counters, 2.0 * scale)
+        idle = measure_idle_power(counters, 2.0 * scale, found.period_s, cuda_context(chosen))
+        found.idle_w, found.idle_seconds = idle.components, idle.seconds
+        found.context_w, found.idle_settled = idle.context_watts, idle.settled
     return found
 
 
@@ -97,15 +106,6 @@ def _zero_share(read: Callable[[], float], seconds: float) -> float:
     return zeros / windows
 
 
-def _idle(counters: ZeusCounters, seconds: float) -> tuple[dict[str, float], float]:
-    counters.read()  # a throw-away first reading
-    start = counters.read()
-    time.sleep(seconds)
-    end = counters.read()
-    elapsed = end.time - start.time
-    return {k: v / elapsed for k, v in end.minus(start).items()}, elapsed
-
-
 def render(found: Findings) -> list[str]:
     lines = [
         f"torch {found.torch_version}, built for CUDA {found.cuda_build or '- (CPU build)'}; "
@@ -116,6 +116,9 @@ def render(found: Findings) -> list[str]:
         lines.append(
             "  PROBLEM: the driver shows a GPU but torch cannot use it: install a torch build that matches the driver"
         )
+    elif found.device_error:
+        lines.append(f"  PROBLEM: {found.device_error}")
+    lines.append(f"a run with these settings trains on {found.device}; its counters:")
     names = {
         "gpu": f"GPU energy counter (NVML{', ' + found.gpu_name if found.gpu_name else ''})",
         "cpu": "CPU package counters (RAPL)",
@@ -137,7 +140,10 @@ def render(found: Findings) -> list[str]:
         lines.append(f"share of idle windows that read 0 J on the GPU counter: {shares}")
     if found.idle_w:
         parts = ", ".join(f"{k} {w:.1f} W" for k, w in found.idle_w.items())
-        lines.append(f"idle power ({found.idle_seconds:.1f} s, nothing running): {parts}")
+        settled = "" if found.idle_settled else ", NOT settled: the power kept changing"
+        lines.append(f"idle power (no CUDA context, {found.idle_seconds:.1f} s, nothing running{settled}): {parts}")
+    if found.context_w is not None:
+        lines.append(f"with a CUDA context held, still no work: {found.context_w:.1f} W in all")
     lines.append(f"recommended: {found.recommendation}")
     return lines
 
@@ -145,8 +151,9 @@ def render(found: Findings) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m greenai.doctor", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter probes (about 3 s instead of 10)")
+    parser.add_argument("--device", default="auto", help="the device= of the runs to check (auto, cpu, cuda:N)")
     args = parser.parse_args(argv)
-    for line in render(examine(0.3 if args.quick else 1.0)):
+    for line in render(examine(0.3 if args.quick else 1.0, args.device)):
         print(line)
     sys.stdout.flush()
 

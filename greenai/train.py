@@ -17,6 +17,7 @@ from greenai.stores import log_files
 from greenai.stores.full_disk import stop_line
 from greenai.stores.redaction import redact_logs
 from greenai.stores.waits import StoreFull
+from greenai.sweep.fused_launcher import greenai_trial
 from greenai.sweep.fused_launcher import register as register_fused_launcher
 from greenai.sweep.sweeper import register as register_sweeper
 from greenai.training import devices
@@ -44,6 +45,7 @@ def train(cfg: DictConfig) -> float | tuple[float, float] | PrunedAt:
 # dataset's `_target_` may also be one the config trusts (`trusted_targets`), checked by
 # training.models before it is imported.
 @hydra.main(config_path=CONF_DIR, config_name="config", execution_whitelist=TRUSTED_TARGETS)
+@greenai_trial  # hydra/launcher=fused may prepare its jobs and train them fused
 def hydra_main(cfg: DictConfig) -> float | tuple[float, float] | PrunedAt:
     interrupt_on_sigterm()
     redact_logs()

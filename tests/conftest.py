@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from datasets_on_disk import tiny_args, write_cifar, write_fashion
+from small_disk import small_disk  # noqa: F401 (the fixture: a small tmpfs the test fills)
 
 REPO = Path(__file__).resolve().parent.parent  # the checkout (scripts/, conf/)
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")

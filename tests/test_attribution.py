@@ -69,24 +69,33 @@ def test_every_component_is_attributed_by_the_same_rule():
 
 def test_a_trials_timeline_becomes_its_per_epoch_and_final_figures():
     # One trial, two epochs; each window's attributed share given: train 30 J, eval 3 J per epoch.
-    lines = [{"event": "note", "train_images": 100, "idle_w": 10.0}]
+    idle = {"watts": 10.0, "context_watts": 14.0, "source": "measured", "seconds": 3.0}
+    lines = [{"event": "note", "train_images": 100, "idle": idle}]
     shares = {}
     t = 0.0
+    lines += [
+        {"event": "begin", "window": "setup", "n": 1, "t": t, "j": {}},
+        {"event": "end", "window": "setup", "n": 1, "t": t + 1.0, "j": {}},
+    ]
+    shares[(7, "setup", 1)] = type("S", (), {"joules": {"gpu": 2.0}, "seconds": 0.5})()
+    t += 1.0
     for step in (1, 2):
-        for window, joules in (("train", 30.0), ("eval", 3.0)):
+        for window, joules in (("train", 30.0), ("eval", 3.0), ("records", 1.0)):
             lines += [
                 {"event": "begin", "window": window, "n": step, "t": t, "j": {}},
                 {"event": "end", "window": window, "n": step, "t": t + 1.0, "j": {}},
             ]
             shares[(7, window, step)] = type("S", (), {"joules": {"gpu": joules}, "seconds": 0.5})()
             t += 1.0
-    assert [w.key for w in _windows({7: lines})] == [(7, "train", 1), (7, "eval", 1), (7, "train", 2), (7, "eval", 2)]
+    assert [w.key for w in _windows({7: lines})][:3] == [(7, "setup", 1), (7, "train", 1), (7, "eval", 1)]
     figures, per_epoch = _figures(7, lines, shares)
     final = figures.metrics()
-    assert final["energy_j"] == pytest.approx(66.0) and final["train_energy_j"] == pytest.approx(60.0)
+    assert final["train_energy_j"] == pytest.approx(60.0) and final["eval_energy_j"] == pytest.approx(6.0)
+    assert final["trial_overhead_energy_j"] == pytest.approx(2 * 1.0 + 2.0), "its records and its model's set-up"
+    assert final["energy_j"] == pytest.approx(70.0), "every window of its life"
     assert final["energy_per_train_sample_j"] == pytest.approx(60.0 / 200)
     # Idle power is charged for the trial's share of the time (0.5 s per window), not the window's 1 s.
-    assert final["net_energy_j"] == pytest.approx(66.0 - 10.0 * 2.0)
+    assert final["net_energy_j"] == pytest.approx(70.0 - 10.0 * 0.5 * 7) and final["context_power_w"] == 14.0
     assert per_epoch[2]["epoch_energy_j"] == pytest.approx(30.0) and per_epoch[2][
         "epoch_net_energy_j"
     ] == pytest.approx(25.0)

@@ -1,5 +1,6 @@
-"""Every kind of bad input in the README's table: one line naming the key, the value and what
-is allowed; exit status 2; no MLflow run, no Optuna trial, no output folder left behind."""
+"""Every kind of bad input in the table of docs/configuration.md, "Bad input": one line naming the
+key, the value and what is allowed; exit status 2; no MLflow run, no Optuna trial, no output
+folder left behind."""
 
 from __future__ import annotations
 

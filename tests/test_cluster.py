@@ -1,5 +1,5 @@
 """Beyond one machine: a real one-node Slurm (slurmctld, slurmd, slurmdbd, munge) and a real
-PostgreSQL server, both started here on loopback by the scripts the README documents."""
+PostgreSQL server, both started here on loopback by the scripts docs/sweeps.md documents."""
 
 from __future__ import annotations
 

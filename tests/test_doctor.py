@@ -17,7 +17,10 @@ from greenai.training import devices
 @pytest.fixture
 def fake_gpu_host(monkeypatch):
     """One GPU that torch and the driver both see, its NVML counter stepping every 20 ms."""
-    install(monkeypatch, gpus=SteppedGPUs(watts=120.0, period=0.02))
+    gpus = SteppedGPUs(watts=120.0, period=0.02)
+    install(monkeypatch, gpus=gpus)
+    # Creating the CUDA context the doctor measures with: the GPU draws 160 W from then on.
+    monkeypatch.setattr(doctor, "cuda_context", lambda device: lambda: gpus.hold_context(160.0))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(devices, "nvml_gpu_count", lambda: 1)
@@ -26,12 +29,14 @@ def fake_gpu_host(monkeypatch):
 
 def test_on_a_gpu_host_it_measures_the_counters_period_zero_windows_and_idle_power(fake_gpu_host):
     found = doctor.examine(scale=0.3)
-    assert found.components == ("gpu",) and found.gpu_name == "Fake H100"
+    assert found.components == ("gpu",) and found.gpu_name == "Fake H100, NVML GPU 0"
     assert found.period_s == pytest.approx(0.02, rel=0.3)
     # 3 ms windows (10 ms x 0.3) mostly miss the 20 ms steps; 300 ms windows never do.
     assert found.zero_share[10] >= 0.5 and found.zero_share[1000] == 0.0
-    assert found.idle_w["gpu"] == pytest.approx(120.0, rel=0.15)
+    assert found.idle_w["gpu"] == pytest.approx(120.0, rel=0.15), "idle: no CUDA context"
+    assert found.context_w == pytest.approx(160.0, rel=0.15), "then with one held"
     lines = doctor.render(found)
+    assert any(line.startswith("with a CUDA context held, still no work: 1") for line in lines)
     assert any(line.startswith("GPU counter moves every 2") for line in lines)
     assert lines[-1].startswith("recommended: energy=zeus")
 

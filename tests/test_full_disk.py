@@ -12,7 +12,6 @@ import errno
 import logging
 import os
 import sqlite3
-import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -20,53 +19,15 @@ import optuna
 import pytest
 from datasets_on_disk import tiny_args
 from mlflow import MlflowClient
-from servers import as_root
+from small_disk import SmallDisk
 from stores import assert_every_epoch_once, by_state, energy_kept, sweep_runs, trial_runs
 from test_reliability import wait_for
 
 EPOCHS = 40  # long enough that trial 1 is still training when its disk fills
 LINE_END = (
-    "; the sweep stopped and launches no further trial. Finished trials are safe; free space there, then rerun "
+    "; the sweep stopped and starts no further trial. Finished trials are safe; free space there, then rerun "
     "the same command to continue the study"
 )
-
-
-class SmallDisk:
-    """A tmpfs mounted for one test: `fill` takes every free block, `free` gives them back."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.filler = path / "filler"
-
-    def fill(self) -> None:
-        chunk = b"\0" * 65536
-        with self.filler.open("ab", buffering=0) as out:
-            try:
-                while True:
-                    out.write(chunk)
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC, exc
-        with self.filler.open("ab", buffering=0) as out:  # the last partial block, a byte at a time
-            try:
-                while True:
-                    out.write(b"\0")
-            except OSError:
-                pass
-
-    def free(self) -> None:
-        self.filler.unlink()
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    as_root("mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount))
-    try:
-        yield SmallDisk(mount)
-    finally:
-        if subprocess.run(["umount", str(mount)], capture_output=True).returncode != 0:
-            as_root("umount", "-l", str(mount))  # a process still holding a file there: detach it
 
 
 def sweep_args(fashion_root: Path, tmp_path: Path, *store: str) -> list[str]:

@@ -32,7 +32,9 @@ def test_a_trials_repeats_train_as_one_group_and_log_as_one_after_another(greena
 
 
 def test_a_batch_fuses_by_architecture_each_trial_its_own_run(greenai, tiny):
-    greenai("-m", "hydra/launcher=fused", "fuse=true", "conv_layers=1,2", "seed=1,2,3", "repeats=2", *tiny)
+    proc = greenai("-m", "hydra/launcher=fused", "fuse=true", "conv_layers=1,2", "seed=1,2,3", "repeats=2", *tiny)
+    said = [line for line in (proc.stdout + proc.stderr).splitlines() if "Launching 6 jobs" in line]
+    assert len(said) == 1 and said[0].endswith("Launching 6 jobs: fused as 2 groups (3 + 3 trials)"), said
     runs = mlflow_runs(greenai.cwd)
     trials = trial_runs(runs)
     assert len(trials) == 6 and all(r.info.status == "FINISHED" for r in trials)

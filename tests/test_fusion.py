@@ -213,9 +213,9 @@ def test_each_window_is_shared_equally_among_the_members_active_in_it():
         on_epoch=lambda r: [2] if next(iter(r.values())).epoch == 1 else [],
     )
     # Each member's share: its part of the joules, and of the seconds idle power is charged for.
-    assert runs[0].epochs[0].train == Measurement(6.0, 40.0, 10.0, Source.fused, charged_seconds=2.0)
-    assert runs[0].epochs[0].eval == Measurement(3.0, 4.0, None, Source.fused, charged_seconds=1.0)
-    second = Measurement(6.0, 60.0, 15.0, Source.fused, charged_seconds=3.0)
+    assert runs[0].epochs[0].train == Measurement(6.0, 40.0, 10.0, Source.fused, charged_seconds=2.0, shared_by=3)
+    assert runs[0].epochs[0].eval == Measurement(3.0, 4.0, None, Source.fused, charged_seconds=1.0, shared_by=3)
+    second = Measurement(6.0, 60.0, 15.0, Source.fused, charged_seconds=3.0, shared_by=2)
     assert runs[0].epochs[1].train == second, "two members left in epoch 2"
     spent = sum(r.train.total_j + r.eval.total_j for run in runs for r in run.epochs)
     assert spent == pytest.approx(2 * (150 + 12)), "the shares add up to the group's windows"
@@ -224,7 +224,7 @@ def test_each_window_is_shared_equally_among_the_members_active_in_it():
 
 def test_without_energy_a_share_has_time_only():
     assert Measurement(4.0, None, None, Source.off).share(4) == Measurement(
-        4.0, None, None, Source.off, charged_seconds=1.0
+        4.0, None, None, Source.off, charged_seconds=1.0, shared_by=4
     )
     assert combined_source([Source.fused, Source.measured]) is Source.partial
 

@@ -79,6 +79,23 @@ def test_idle_power_is_plausible(cuda):
     assert idle.source is Source.measured and 10 < idle.watts < 600
 
 
+def test_idle_with_no_cuda_context_and_with_one_held_in_a_fresh_process():
+    """This test process holds a CUDA context already: the doctor measures both in its own."""
+    import re
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "greenai.doctor", "--quick"], capture_output=True, text=True, timeout=120, check=True
+    )
+    out = proc.stdout + proc.stderr
+    idle = float(re.search(r"idle power \(no CUDA context.*?gpu ([\d.]+) W", out).group(1))
+    context = float(re.search(r"with a CUDA context held, still no work: ([\d.]+) W", out).group(1))
+    assert 10 < idle < 600 and 10 < context < 1000, out
+    assert context >= 0.95 * idle, f"a context held draws no less than none: {idle} W, {context} W"
+    assert "already hold a CUDA context" not in out, "nothing held a context during the idle window"
+
+
 def test_packed_windows_on_the_real_counter_add_up_to_what_the_gpu_drew(cuda):
     counters = ZeusCounters(0, cpus=False)
     readings, windows = [counters.read()], []
@@ -93,3 +110,39 @@ def test_packed_windows_on_the_real_counter_add_up_to_what_the_gpu_drew(cuda):
     attributed = sum(s.joules["gpu"] for s in result.windows.values())
     assert attributed + result.overhead.joules.get("gpu", 0.0) == pytest.approx(result.total.joules["gpu"])
     assert result.windows[2].joules["gpu"] > result.windows[0].joules["gpu"], "the longest load drew the most"
+
+
+def _train_twice(device: torch.device, fused: bool) -> list[torch.Tensor]:
+    """Weights after two epochs of the same seeded training, twice, with deterministic=true."""
+    from greenai.config import ModelName
+    from greenai.energy.meters import OffMeter
+    from greenai.training import devices, fusion, models
+    from greenai.training.data import DeviceData
+    from greenai.training.loop import Hyperparameters, fit, make_optimizer
+
+    devices.set_deterministic(True)
+    spec = models.ArchitectureSpec(ModelName.simplecnn, (1, 28, 28), conv_layers=2, linear_layers=3)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2048, 1, 28, 28, generator=generator)
+    y = torch.randint(0, 10, (2048,), generator=generator)
+    data = DeviceData(x.to(device), y.to(device), x[:512].to(device), y[:512].to(device), "random")
+    hp = Hyperparameters(1e-3, 0.9, 0.999, 1e-8, 0.0)
+    weights = []
+    for _ in range(2):
+        if fused:
+            group = fusion.FusedGroup(spec, [fusion.Member(s, hp) for s in (1, 2, 3)], device)
+            fusion.fit_group(group, data, epochs=2, batch_size=128, meter=OffMeter())
+            weights.append(torch.cat([p.detach().flatten() for p in group.model.parameters()]).cpu())
+        else:
+            torch.manual_seed(1)
+            net = models.build(spec).to(device)
+            fit(net, make_optimizer(net, hp), data, epochs=2, batch_size=128, seed=1, meter=OffMeter())
+            weights.append(torch.cat([p.detach().flatten() for p in net.parameters()]).cpu())
+    devices.set_deterministic(False)
+    return weights
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_deterministic_training_gives_identical_weights(cuda, fused):
+    first, second = _train_twice(cuda, fused)
+    assert torch.equal(first, second), "deterministic=true: the same seed gives bit-identical weights"

@@ -45,6 +45,9 @@ class Recorder:
     def repeat_done(self, accuracy) -> None:
         self.figures.accuracies.append(accuracy)
 
+    def records_done(self, windows) -> None:
+        self.figures.records.extend(windows)
+
 
 def composed(fashion_root, tmp_path, *overrides: str):
     with initialize_config_dir(config_dir=CONF_DIR):

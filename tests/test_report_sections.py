@@ -98,3 +98,25 @@ def test_incidents_list_what_did_not_finish_and_why():
     assert "| run2 | 2 | pruned | 0.5000 | 2.0 J | stopped after 3 epochs |" in text
     assert "| run3 | 3 | failed | – | 4.0 J | ValueError: loss is NaN |" in text and "| run1 |" not in text
     assert sections.incidents(rows[:1]) == sections.Section([])
+
+
+def test_the_energy_ledger_section_shows_each_sweeps_unexplained_remainder():
+    closed = sweep("a")
+    closed.metrics.update(
+        {
+            "ledger_total_j": 10_000.0,
+            "ledger_trials_j": 9_000.0,
+            "ledger_overhead_j": 500.0,
+            "ledger_idle_j": 300.0,
+            "ledger_unexplained_j": 200.0,
+            "ledger_unexplained_pct": 2.0,
+        }
+    )
+    estimated = sweep("b")
+    estimated.metrics.update({"ledger_trials_j": 50.0, "ledger_overhead_j": 5.0, "ledger_idle_j": 0.0})
+    section = sections.ledger([closed, estimated, sweep("c")])
+    text = "\n".join(section.lines)
+    assert "| sweep-a | 10.00 kJ | 9,000.0 J | 500.0 J | 300.0 J (est.) | 200.0 J (+2.00 %) |" in text
+    assert "| sweep-b | no counter (estimated) |" in text and "sweep-c" not in text
+    assert section.findings == ["Sweep sweep-a: +2.00 % of its counters' energy is unexplained by its parts."]
+    assert sections.ledger([sweep("c")]).lines == [], "no ledger, no section"

@@ -36,6 +36,9 @@ class Recorder:
     def repeat_done(self, accuracy) -> None:
         self.figures.accuracies.append(accuracy)
 
+    def records_done(self, windows) -> None:
+        self.figures.records.extend(windows)
+
 
 def trial(fashion_root, tmp_path, *overrides: str):
     with initialize_config_dir(config_dir=CONF_DIR):
@@ -88,7 +91,10 @@ def test_training_learns_and_reports_every_epoch(fashion_root, tmp_path):
     assert figures.accuracy > 0.5, "the bands in the test images are easy to learn"
     metrics = figures.metrics()
     assert metrics["epochs_run"] == 3 and metrics["train_energy_j"] > 0
-    assert metrics["energy_j"] == pytest.approx(metrics["train_energy_j"] + metrics["eval_energy_j"])
+    assert metrics["energy_j"] == pytest.approx(
+        metrics["train_energy_j"] + metrics["eval_energy_j"] + metrics["trial_overhead_energy_j"]
+    ), "a trial's energy: training, evaluation and its records between epochs"
+    assert len(figures.records) == 1 + 3, "the model's set-up, then one records window per epoch"
     assert metrics["energy_per_train_sample_j"] == pytest.approx(metrics["train_energy_j"] / (400 * 3))
     assert figures.source is Source.estimated
 

@@ -11,10 +11,10 @@ to the counters' total over the batch.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from greenai.energy.counters import Reading
+from greenai.energy.counters import Reading, since
 
 
 @dataclass(frozen=True)
@@ -42,25 +42,40 @@ class Attribution:
     total: Share
 
 
-def monotonic(readings: Sequence[Reading]) -> list[Reading]:
-    """Readings in time order, each component never below its earlier value: two processes'
-    reads of one counter may land in the opposite order of their timestamps by a few µs."""
+def cumulative(readings: Sequence[Reading], wraps: Mapping[str, float] | None = None) -> list[Reading]:
+    """Readings in time order as running totals from the first. Two processes' reads of one
+    counter may land in the opposite order of their timestamps by a few µs: such a read draws
+    nothing (the higher value stays the base). A RAPL counter that wrapped between two reads
+    is counted across its wrap (counters.since), so every process's readings agree."""
     ordered = sorted(readings, key=lambda r: r.time)
-    out: list[Reading] = []
-    for reading in ordered:
-        if out:
-            previous = out[-1].joules
-            reading = Reading(reading.time, {k: max(v, previous.get(k, v)) for k, v in reading.joules.items()})
-        out.append(reading)
+    if not ordered:
+        return []
+    wraps = wraps or {}
+    base = dict(ordered[0].joules)
+    totals = dict.fromkeys(base, 0.0)
+    out = [Reading(ordered[0].time, dict(totals))]
+    for reading in ordered[1:]:
+        for key, value in reading.joules.items():
+            if key not in base:
+                base[key], totals[key] = value, 0.0
+                continue
+            drawn = since(base[key], value, wraps.get(key))
+            if drawn > 0:
+                base[key] = value
+                totals[key] += drawn
+        out.append(Reading(reading.time, dict(totals)))
     return out
 
 
-def attribute(windows: Sequence[Window], readings: Sequence[Reading]) -> Attribution:
+def attribute(
+    windows: Sequence[Window], readings: Sequence[Reading], wraps: Mapping[str, float] | None = None
+) -> Attribution:
     """Split the energy between consecutive readings among the windows active over it. Every
-    window's begin and end must be reading times (workers read at their boundaries)."""
+    window's begin and end must be reading times (workers read at their boundaries); `wraps`:
+    the RAPL counters' ranges (counters.ZeusCounters.wraps)."""
     shares = {w.key: Share() for w in windows}
     overhead, total = Share(), Share()
-    ordered = monotonic(readings)
+    ordered = cumulative(readings, wraps)
     for before, after in zip(ordered, ordered[1:], strict=False):  # consecutive pairs
         seconds = after.time - before.time
         if seconds <= 0:

@@ -55,3 +55,7 @@ class TimelineMeter:
     def end(self, name: str) -> Measurement:
         ended = self._read("end", name)
         return Measurement(ended.time - self._started.pop(name).time, None, None, Source.attributed)
+
+    def cancel(self, name: str) -> None:
+        # A begin with no end is no window for the attribution: its time is the batch's overhead.
+        self._started.pop(name, None)

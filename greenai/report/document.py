@@ -137,6 +137,7 @@ def build(runs: RunSet, settings: ReportSettings, out: Path, title: str = "") ->
         sections.tradeoff(rows, settings, out, label),
         sections.layers(rows, out, label.estimated),
         sections.carbon(rows, curves, settings, label.estimated),
+        sections.ledger(runs.sweeps),
         sections.incidents(rows),
     ]
     summary = summary_lines(rows, curves, settings, [f for s in found for f in s.findings])

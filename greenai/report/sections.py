@@ -335,6 +335,47 @@ def carbon(rows: Sequence[TrialRow], curves: list[SweepCurve], settings: ReportS
     )
 
 
+LEDGER_SOURCE = "energy_ledger_source"  # greenai.names.LEDGER_SOURCE, on the sweep's run
+
+
+def ledger(sweeps: Sequence[SweepInfo]) -> Section:
+    """Each sweep's energy ledger: its counters' total against its trials, greenai's overhead
+    and the idle time between trials (an estimate: power x time), and what remains unexplained."""
+    kept = [s for s in sweeps if "ledger_trials_j" in s.metrics]
+    if not kept:
+        return Section([])
+    body, findings = [], []
+    for s in kept:
+        m = s.metrics
+        share = m.get("ledger_unexplained_pct")
+        total = m.get("ledger_total_j")
+        body.append(
+            [
+                s.name,
+                fmt_j(total, False) if total is not None else "no counter (estimated)",
+                fmt_j(m["ledger_trials_j"], False),
+                fmt_j(m.get("ledger_overhead_j"), False),
+                fmt_j(m.get("ledger_idle_j"), True),
+                "–" if share is None else f"{fmt_j(m.get('ledger_unexplained_j'), False)} ({share:+.2f} %)",
+            ]
+        )
+        if share is not None and abs(share) > 1.0:
+            findings.append(f"Sweep {s.name}: {share:+.2f} % of its counters' energy is unexplained by its parts.")
+    return Section(
+        [
+            "## Energy ledger",
+            "",
+            "Each sweep's counters, read by the sweeping process alone from its start to its end, against "
+            "what its parts say they drew: its trials' gross energy, greenai's own overhead (trials' start-up "
+            "and close, the sweeper's work) and the time nothing covered at the idle (or context) power, "
+            "which is estimated (est.). The remainder is unexplained.",
+            "",
+            table(["sweep", "counters' total", "trials", "overhead", "idle between", "unexplained"], body),
+        ],
+        findings=findings,
+    )
+
+
 def incidents(rows: Sequence[TrialRow]) -> Section:
     odd = [r for r in rows if r.state in ("failed", "pruned", "killed", "running")]
     if not odd:

@@ -3,7 +3,8 @@
 Writing to a full disk fails the same way every time, so nothing waits for it: the MLflow and
 Optuna stores' calls fail at once with StoreFull naming the store (greenai.stores.waits). A
 trial that hits it keeps what the other store can still take (greenai.trial.record), a sweep
-launches no further trial (greenai.sweep.sweeper), and the command ends with one line naming
+starts no further trial, whatever the launcher (greenai.sweep.full_stop; greenai's sweeper also
+stops its loop), and the command ends with one line naming
 the store and the file and saying how to go on (`stop_line`), exit status 3. Hydra's output
 folder is no store greenai opens: a full disk there shows as an OSError from a file greenai or
 Hydra writes in it (the job's .hydra files and log, the sweep folder's files), named here by
@@ -53,7 +54,7 @@ def output_folder() -> tuple[str, Path]:
 
 # What the command says after the full store, by how far it got.
 NEXT_STEP = {
-    "sweep": "the sweep stopped and launches no further trial. Finished trials are safe; free space there, then rerun "
+    "sweep": "the sweep stopped and starts no further trial. Finished trials are safe; free space there, then rerun "
     "the same command to continue the study",
     "run": "the run stopped, recorded as far as the stores could take it. Free space there, then run the command again",
     "run not started": "the run did not start. Free space there, then run the command again",

@@ -52,8 +52,9 @@ def _on_error(
     handler.setLevel(logging.CRITICAL + 1)  # no record reaches it any more
     with contextlib.suppress(OSError, ValueError):
         handler.close()  # its buffer cannot be written either
-    if not _full:
-        _full.append(stopped)
+    if _full:
+        return  # said once per process: the sweep stops on the first full disk its logs met
+    _full.append(stopped)
     log.warning("%s; this job's log stops here, the console keeps every line", stopped)
 
 

@@ -9,6 +9,7 @@ half a file.
 from __future__ import annotations
 
 import json
+import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -25,8 +26,12 @@ RESULTS = "optimization_results.yaml"
 def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    partial.replace(path)
+    try:
+        partial.write_text(text)
+        partial.replace(path)
+    except OSError:
+        partial.unlink(missing_ok=True)  # a full disk takes the name but not the text: leave neither
+        raise
 
 
 class SweepFolder:
@@ -63,6 +68,11 @@ class SweepFolder:
                 return measured
         return json.loads(path.read_text())
 
+    def host_measurement(self, kind: str, key: str) -> dict[str, Any] | None:
+        """This host's measurement of `kind` and `key`, if one was made."""
+        path = self._host_file(kind, key)
+        return json.loads(path.read_text()) if path.is_file() else None
+
     def host_measurements(self, kind: str) -> list[tuple[str, dict[str, Any]]]:
         """(file name, saved measurement) for every host that measured `kind`."""
         return [(p.name, json.loads(p.read_text())) for p in sorted(self.meta.glob(f"{kind}-*.json"))]
@@ -84,6 +94,20 @@ class SweepFolder:
         if not path.is_file():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    # ------------------------------------------------------------ the sweep's energy ledger
+
+    def append_ledger(self, *records: dict[str, Any]) -> None:
+        """A process's entries on the sweep's ledger (its trials' lives, its overhead), one line
+        each, in a file of its own: no two processes write one file."""
+        path = self.meta / "ledger" / f"{socket.gethostname()}-{os.getpid()}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as out:
+            out.writelines(json.dumps(record) + "\n" for record in records)
+
+    def ledger_entries(self) -> list[dict[str, Any]]:
+        lines = [line for p in sorted((self.meta / "ledger").glob("*.jsonl")) for line in p.read_text().splitlines()]
+        return [json.loads(line) for line in lines if line.strip()]
 
     # ------------------------------------------------------------ running totals for the parent run
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 from collections.abc import Hashable
 from typing import Any
 
@@ -27,10 +28,10 @@ from omegaconf import DictConfig
 
 from greenai import names
 from greenai.energy.attribution import Window, attribute
-from greenai.energy.counters import Reading, ZeusCounters
+from greenai.energy.counters import Reading, ZeusCounters, by_component
 from greenai.energy.idle import IdlePower
+from greenai.energy.ledger import TRIAL, Entry, joules_of
 from greenai.energy.meters import Measurement, Source, gpu_index
-from greenai.errors import EnergyError
 from greenai.stores import tracking
 from greenai.stores.sweep_folder import SweepFolder
 from greenai.stores.url import StoreURL
@@ -38,6 +39,7 @@ from greenai.sweep.study import SweepStudy
 from greenai.training.loop import EpochResult
 from greenai.trial.figures import TrialFigures, epoch_metrics
 from greenai.trial.packed import packed
+from greenai.trial.sweep_identity import settings
 
 log = logging.getLogger(__name__)
 RULE = (
@@ -46,6 +48,7 @@ RULE = (
 )
 ENERGY_METRICS = (
     "energy_j",
+    "trial_overhead_energy_j",
     "train_energy_j",
     "eval_energy_j",
     "gpu_energy_j",
@@ -54,6 +57,9 @@ ENERGY_METRICS = (
     "net_energy_j",
     "train_net_energy_j",
     "idle_power_w",
+    "context_power_w",
+    "idle_settled",
+    "net_energy_negative",
 )
 EPOCH_ENERGY_METRICS = (
     "epoch_energy_j",
@@ -80,19 +86,21 @@ class BatchEnergy:
 
     @classmethod
     def for_sweep(cls, config: DictConfig, folder: SweepFolder) -> BatchEnergy:
-        k = int(config.sweep.trials_per_gpu)
-        store = StoreURL.parse(config.tracking.uri, config.hydra.runtime.cwd)
+        k = int(settings(config).sweep.trials_per_gpu)  # always 1 in a user's app (app_settings.check)
+        store = StoreURL.parse(settings(config).tracking.uri, config.hydra.runtime.cwd)
         if k <= 1:
             return cls(k, None, folder, store)
         if not packed(config):
             log.info("trials_per_gpu=%d: no CUDA GPU here, so trials run side by side, each measured apart", k)
             return cls(k, None, folder, store)
-        device = torch.device(config.device) if config.device != "auto" else torch.device("cuda")
-        try:
-            return cls(k, ZeusCounters(gpu_index(device)), folder, store)
-        except EnergyError as exc:
-            log.warning("trials_per_gpu=%d: cannot read the GPU's counters (%s); energies overlap", k, exc)
+        device = torch.device(settings(config).device) if settings(config).device != "auto" else torch.device("cuda")
+        counters = ZeusCounters(gpu_index(device))
+        if counters.gpu is None:
+            log.warning(
+                "trials_per_gpu=%d: cannot read the GPU's counters (%s); energies overlap", k, counters.unread["gpu"]
+            )
             return cls(k, None, folder, store)
+        return cls(k, counters, folder, store)
 
     def begin(self) -> None:
         self._begin = self.counters.read() if self.counters else None
@@ -106,7 +114,7 @@ class BatchEnergy:
         readings = [self._begin, ended] + [
             Reading(r["t"], r["j"]) for lines in timelines.values() for r in lines if "t" in r
         ]
-        result = attribute(_windows(timelines), readings)
+        result = attribute(_windows(timelines), readings, self.counters.wraps)
         batch_j, overhead_j = sum(result.total.joules.values()), sum(result.overhead.joules.values())
         log.info(
             "batch of %d packed trials: %.1f J over %.1f s; overhead (no trial active) %.1f J over %.1f s",
@@ -116,12 +124,14 @@ class BatchEnergy:
             overhead_j,
             result.overhead.seconds,
         )
-        attributed = {}
+        attributed, entries = {}, []
         for number, lines in timelines.items():
             figures, per_epoch = _figures(number, lines, result.windows)
             final = {k: v for k, v in figures.metrics().items() if k in ENERGY_METRICS}
             attributed[number] = final.get("energy_j") or 0.0
             self._record(study, number, final, per_epoch, batch_j, overhead_j, len(trials))
+            entries += _ledger_entry(number, lines, final)
+        self.folder.append_ledger(*entries)
         return attributed
 
     def _record(
@@ -148,6 +158,17 @@ class BatchEnergy:
         run.tags({names.ENERGY_SOURCE: Source.attributed.value, "energy_attribution": RULE})
 
 
+def _ledger_entry(number: int, lines: list[dict[str, Any]], final: dict[str, float | None]) -> list[dict[str, Any]]:
+    """A packed trial's life on the sweep's ledger: from its first window to its last, with the
+    energy attributed to it (its start-up and close were other trials' time, or nobody's)."""
+    times = [r["t"] for r in lines if "t" in r]
+    if not times:
+        return []
+    joules = joules_of(final.get("gpu_energy_j"), final.get("cpu_energy_j"))
+    overhead = final.get("trial_overhead_energy_j") or 0.0
+    return [Entry(TRIAL, f"trial {number}", min(times), max(times), joules, socket.gethostname(), overhead).saved()]
+
+
 def _windows(timelines: dict[int, list[dict[str, Any]]]) -> list[Window]:
     windows = []
     for number, lines in timelines.items():
@@ -168,7 +189,7 @@ def _figures(
     for r in lines:
         if r["event"] == "note":
             notes.update(r)
-    idle = IdlePower(notes["idle_w"], Source.measured, 0.0) if notes.get("idle_w") is not None else None
+    idle = IdlePower.load(notes["idle"]) if notes.get("idle") else None
     figures = TrialFigures(train_images=int(notes.get("train_images", 0)), idle=idle)
     seconds = {(r["window"], r["n"]): r["t"] for r in lines if r["event"] == "begin"}
     ends = {(r["window"], r["n"]): r["t"] for r in lines if r["event"] == "end"}
@@ -179,14 +200,21 @@ def _figures(
         evaluation = _measurement(shares[(number, "eval", step)], ends[("eval", step)] - seconds[("eval", step)])
         result = EpochResult(step, math.nan, math.nan, math.nan, train, evaluation)
         figures.epochs.append(result)
+        if ("records", step) in ends:
+            figures.records.append(
+                _measurement(shares[(number, "records", step)], ends[("records", step)] - seconds[("records", step)])
+            )
         per_epoch[step] = {k: v for k, v in epoch_metrics(result, idle).items() if k in EPOCH_ENERGY_METRICS}
         step += 1
+    for key in sorted(k for k in ends if k[0] == "setup" and (number, *k) in shares):  # each repeat's model
+        figures.records.append(_measurement(shares[(number, *key)], ends[key] - seconds[key]))
     return figures, per_epoch
 
 
 def _measurement(share: Any, seconds: float) -> Measurement:
-    gpu = share.joules.get("gpu")
-    cpu_parts = [share.joules[k] for k in ("cpu", "dram") if k in share.joules]
+    joules = by_component(share.joules)
+    gpu = joules.get("gpu")
+    cpu_parts = [joules[k] for k in ("cpu", "dram") if k in joules]
     return Measurement(
         seconds, gpu, sum(cpu_parts) if cpu_parts else None, Source.attributed, charged_seconds=share.seconds
     )

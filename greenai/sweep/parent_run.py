@@ -3,9 +3,11 @@
 on_multirun_start refuses bad input (every job of a plain sweep, or a greenai sweep's settings
 and search space) before any training, opens the parent run (or reopens the one of a resumed
 Optuna study), leaves its id in the sweep folder for the jobs, and measures the idle power of
-this host before the first trial starts. Each trial adds itself to the parent's running totals
-as it ends (greenai.trial.record). on_multirun_end reads the child runs back, closes any a dead
-process left RUNNING, and logs: trials run, finished, failed and pruned; total energy and time;
+this host before the first trial starts, then opens the sweep's energy ledger (its counters read
+from then to the end: greenai.sweep.ledger). Each trial adds itself to the parent's running totals
+as it ends (greenai.trial.record). on_multirun_end closes the ledger, reads the child runs back,
+closes any a dead process left RUNNING, and logs: trials run, finished, failed and pruned; total
+energy and time; the ledger (counters' total, trials, overhead, idle between, unexplained);
 best accuracy and the round it was first reached; for two-objective studies the Pareto set.
 """
 
@@ -22,10 +24,11 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from greenai import names
-from greenai.energy.idle import idle_power
+from greenai.energy.idle import cuda_context, idle_power
+from greenai.energy.ledger import Ledger
 from greenai.energy.meters import make_meter
 from greenai.errors import EXIT_STORE_FULL, GreenAIError, Interrupted, fail, failure_reason, interrupt_on_sigterm
-from greenai.stores import tracking
+from greenai.stores import log_files, tracking
 from greenai.stores.full_disk import folder_full, stop_line
 from greenai.stores.owner import owner_alive, owner_id
 from greenai.stores.reachability import check_reachable
@@ -35,12 +38,13 @@ from greenai.stores.study_storage import make_storage, study_trials
 from greenai.stores.sweep_folder import RESULTS, SweepFolder
 from greenai.stores.url import StoreURL
 from greenai.stores.waits import StoreFull
+from greenai.sweep.ledger import SweepLedger, activate, active, summary
 from greenai.sweep.sweeper import check_sweep
 from greenai.sweep.totals import sweep_summary
 from greenai.training.devices import pick_device
 from greenai.trial.outcome import Pruned
 from greenai.trial.preflight import check_jobs, job_override_lists
-from greenai.trial.sweep_identity import is_greenai_sweep, searcher_name, study_name
+from greenai.trial.sweep_identity import in_app, is_greenai_sweep, searcher_name, settings, settings_key, study_name
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,7 @@ class SweepRunCallback(Callback):
             search = self._check(config)
             self._start(config, search)
             self._measure_idle(config)
+            self._open_ledger(config)
         except StoreFull as exc:
             fail(stop_line(exc, "sweep"), EXIT_STORE_FULL)
         except GreenAIError as exc:
@@ -71,7 +76,7 @@ class SweepRunCallback(Callback):
             if stopped is not None:  # the parent run's id or the idle power, written in the sweep folder
                 fail(stop_line(stopped, "sweep"), EXIT_STORE_FULL)
             fail(
-                f"tracking.uri={redact_text(str(config.tracking.uri))}: "
+                f"{settings_key(config, 'tracking.uri')}={redact_text(str(settings(config).tracking.uri))}: "
                 f"cannot open the sweep's MLflow run ({failure_reason(exc)})"
             )
 
@@ -80,31 +85,32 @@ class SweepRunCallback(Callback):
         """The search space's parameter names of a greenai sweep (None for a plain sweep)."""
         if is_greenai_sweep(config):
             return ",".join(sorted(check_sweep(config).distributions))
-        if config.sweep.pruner:
+        if settings(config).sweep.pruner:
+            group = "greenai/" if in_app(config) else ""  # where a user's app finds greenai's groups
             fail(
-                "pruner: pruning needs an Optuna searcher (searcher=grid|random|bayes|tpe); "
+                f"{group}pruner: pruning needs an Optuna searcher ({group}searcher=grid|random|bayes|tpe); "
                 "Hydra's plain sweep runs every job to the end"
             )
         check_jobs(config, job_override_lists(config))
         return None
 
     def _start(self, config: DictConfig, search: str | None) -> None:
-        launch_dir = os.getcwd()
+        launch_dir, greenai = os.getcwd(), settings(config)  # a user's app: its `greenai` node
         self.folder = SweepFolder(Path(launch_dir) / str(config.hydra.sweep.dir))
-        store = StoreURL.parse(config.tracking.uri, launch_dir)
-        check_reachable(store, "tracking.uri")
+        store = StoreURL.parse(greenai.tracking.uri, launch_dir)
+        check_reachable(store, settings_key(config, "tracking.uri"))
         self.study = study_name(config) if search is not None else None
-        self.grace = int(config.sweep.heartbeat_grace_seconds)
-        self.storage = StoreURL.parse(config.sweep.storage, launch_dir) if self.study else None
+        self.grace = int(greenai.sweep.heartbeat_grace_seconds)
+        self.storage = StoreURL.parse(greenai.sweep.storage, launch_dir) if self.study else None
         if self.storage:
-            check_reachable(self.storage, "sweep.storage")
+            check_reachable(self.storage, settings_key(config, "sweep.storage"))
         mlflow = tracking.client(store)
         # Several processes resuming one study at once must find or create one parent run.
         with store.lock(f"parent:{self.study}"):
             self.run = self._reopen(mlflow, config) or self._create(mlflow, config, search)
         self.folder.write_parent_run_id(self.run.run_id)
         log.info(
-            "MLflow sweep run %s in %s (experiment %s)", self.run.run_id, store.redacted, config.tracking.experiment
+            "MLflow sweep run %s in %s (experiment %s)", self.run.run_id, store.redacted, greenai.tracking.experiment
         )
 
     def _reopen(self, mlflow: Any, config: DictConfig) -> tracking.RunLogger | None:
@@ -112,7 +118,7 @@ class SweepRunCallback(Callback):
         if self.study is None:
             return None
         previous = tracking.find_run(
-            mlflow, str(config.tracking.experiment), {names.RUN_KIND: "sweep", names.STUDY: self.study}
+            mlflow, str(settings(config).tracking.experiment), {names.RUN_KIND: "sweep", names.STUDY: self.study}
         )
         if previous is None:
             return None
@@ -137,20 +143,32 @@ class SweepRunCallback(Callback):
             tags[names.SEARCH_SPACE] = search
         name = f"sweep-{self.study}" if self.study else f"sweep-{self.folder.path.parent.name}-{self.folder.path.name}"
         return tracking.create_run(
-            mlflow, str(config.tracking.experiment), name, {k: redact_text(str(v)) for k, v in tags.items()}
+            mlflow, str(settings(config).tracking.experiment), name, {k: redact_text(str(v)) for k, v in tags.items()}
         )
 
     def _measure_idle(self, config: DictConfig) -> None:
         """Idle power of this host, before the first trial starts: no job has loaded data or
         started CUDA yet. Jobs launched elsewhere (Slurm) measure their own host's."""
         launcher = str(OmegaConf.select(config, "hydra.launcher._target_") or "")
-        if "Slurm" in launcher or float(config.energy.idle_seconds) <= 0:
+        greenai = settings(config)
+        if "Slurm" in launcher or float(greenai.energy.idle_seconds) <= 0:
             return
         try:
-            meter = make_meter(config.energy, pick_device(str(config.device)))
-            idle_power(meter, float(config.energy.idle_seconds), self.folder)
+            device = pick_device(str(greenai.device))
+            meter = make_meter(greenai.energy, device)
+            idle_power(meter, float(greenai.energy.idle_seconds), self.folder, cuda_context(device))
         except GreenAIError as exc:  # the jobs will say it, with the job's own settings
             log.info("idle power not measured before the sweep (%s)", exc)
+
+    def _open_ledger(self, config: DictConfig) -> None:
+        """The sweep's energy ledger, its counters read from now (after the idle measurement)
+        to the multirun's end. Jobs launched elsewhere (Slurm) run on hosts whose counters this
+        process cannot read: no ledger."""
+        launcher = str(OmegaConf.select(config, "hydra.launcher._target_") or "")
+        assert self.folder is not None
+        # Kept in the sweep.ledger module, not on this callback: launchers that run jobs in other
+        # processes (joblib) pickle the callbacks, and the ledger's reader is a thread.
+        activate(None if "Slurm" in launcher else SweepLedger.open(config, self.folder))
 
     def _close_orphans(self, run: tracking.RunLogger) -> None:
         """Trial runs a dead process left RUNNING are closed, never left running: FINISHED if
@@ -181,9 +199,13 @@ class SweepRunCallback(Callback):
         exc = sys.exc_info()[1]  # set when the sweep is ending by an exception
         if self.run is None:
             return
+        assert self.folder is not None
+        # The summary is logged to the last job's log too, which may be on a full disk: said once.
+        log_files.guard_log_files(("hydra.sweep.dir", self.folder.path))
+        ledger = self._close_ledger()
         try:
             try:
-                self._summarize(config)
+                self._summarize(config, ledger)
             finally:
                 tracking.close_run(self.run, exc)
         except StoreFull as full:
@@ -196,12 +218,35 @@ class SweepRunCallback(Callback):
         finally:
             self.run = None
 
-    def _summarize(self, config: DictConfig) -> None:
+    def _close_ledger(self) -> Ledger | None:
+        """The ledger closed when the sweep's last job has ended, before the summary's own writes."""
+        ledger = active()
+        activate(None)
+        if ledger is None:
+            return None
+        try:
+            return ledger.close()
+        except OSError as exc:  # the sweep folder unreadable: the summary goes on without it
+            log.warning("energy ledger not closed: %s", exc)
+            return None
+
+    def _log_ledger(self, ledger: Ledger | None) -> None:
+        """The ledger on the parent run: every term a metric, its source, the whole as an artifact."""
+        assert self.run is not None
+        if ledger is None:
+            return
+        self.run.metrics(ledger.metrics())
+        source = "counters" if ledger.total is not None else "none: energy estimated, no independent counter"
+        self.run.tags({names.LEDGER_SOURCE: source})
+        self.run.text(json.dumps(summary(ledger), indent=2, default=str), "energy_ledger.json")
+        log.info("%s", ledger.line())
+
+    def _summarize(self, config: DictConfig, ledger: Ledger | None = None) -> None:
         assert self.run is not None and self.folder is not None
         self._close_orphans(self.run)
         children = tracking.child_runs(self.run.mlflow, self.run.run_id)
         rows = [row_from_run(r) for r in children]
-        two_objectives = len(config.objective.directions) > 1
+        two_objectives = len(settings(config).objective.directions) > 1
         summary = sweep_summary(rows, two_objectives)
         self.run.metrics(
             {f"sweep_{k}": v for k, v in summary.items() if isinstance(v, (int, float)) and k != "best_round"}
@@ -219,6 +264,7 @@ class SweepRunCallback(Callback):
             }
         )
         self._log_idle()
+        self._log_ledger(ledger)
         results = self.folder.results()
         if results is not None:
             self.run.text(redact_text(self.folder.results_file.read_text()), RESULTS)
@@ -233,7 +279,13 @@ class SweepRunCallback(Callback):
         """The idle power measured on each host of the sweep."""
         assert self.run is not None and self.folder is not None
         for file_name, saved in self.folder.host_measurements("idle"):
-            self.run.metrics({"idle_power_w": saved["watts"]})
+            self.run.metrics(
+                {
+                    "idle_power_w": saved["watts"],
+                    "context_power_w": saved.get("context_watts"),
+                    "idle_settled": float(saved.get("settled", True)),
+                }
+            )
             self.run.tags({names.IDLE_SOURCE: saved["source"]})
             self.run.text(json.dumps(saved), f"idle/{file_name}")
 

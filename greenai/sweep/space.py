@@ -26,9 +26,10 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from greenai.errors import GreenAIError, fail
+from greenai.trial.sweep_identity import in_app, settings
 
-# Overrides greenai's sweeper sets itself for every job.
-JOB_KEYS = ("sweep.trial_number", "sweep.study_name")
+# Overrides greenai's sweeper sets itself for every job (a user's app: under `greenai.`).
+JOB_KEYS = ("sweep.trial_number", "sweep.study_name", "greenai.sweep.trial_number", "greenai.sweep.study_name")
 MAX_SPACE_CHECKS = 200
 
 
@@ -145,8 +146,12 @@ def sweep_params(config: DictConfig) -> list[str]:
 
 def check_space(config: DictConfig) -> SearchSpace:
     """Compose a job at each end of each range (each choice) and refuse what training cannot take."""
-    if config.sweep.pruner and len(config.objective.directions) > 1:
-        fail("pruner: Optuna cannot prune a multi-objective study (objective=accuracy_energy); use pruner=none")
+    if settings(config).sweep.pruner and len(settings(config).objective.directions) > 1:
+        group = "greenai/" if in_app(config) else ""  # where a user's app finds greenai's groups
+        fail(
+            f"{group}pruner: Optuna cannot prune a multi-objective study (objective=accuracy_energy); "
+            f"use {group}pruner=none"
+        )
     from greenai.trial.preflight import check_jobs  # data and models: only when a sweep is checked
 
     space = parse_space(sweep_params(config))

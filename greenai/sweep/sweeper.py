@@ -39,16 +39,19 @@ from greenai.stores.redaction import redact_logs
 from greenai.stores.sweep_folder import SweepFolder
 from greenai.stores.url import StoreURL
 from greenai.stores.waits import StoreFull
+from greenai.sweep.ledger import launching
 from greenai.sweep.space import SearchSpace, check_space, parse_space
 from greenai.sweep.stopping import FailureBudget, stop_reason
 from greenai.sweep.study import FINISHED, WAIT_SECONDS, SweepStudy, existing_trials
+from greenai.trial import app_configs
 from greenai.trial.study_link import make_pruner
-from greenai.trial.sweep_identity import SWEEPER_TARGET, study_name
+from greenai.trial.sweep_identity import SWEEPER_TARGET, settings, settings_key, study_name
 
 log = logging.getLogger(__name__)
 # The plugin's keys that greenai reads from `sweep.*` instead, so that the sweeper and every
-# job (which never sees `hydra.sweeper`) agree on one study.
-FROM_SWEEP_CONFIG = {"storage": "${sweep.storage}", "study_name": "${sweep.study_name}"}
+# job (which never sees `hydra.sweeper`) agree on one study. `greenai.setting` finds them in
+# greenai's own trial (`sweep.*`) and in a user's app (`greenai.sweep.*`; sweep_identity).
+FROM_SWEEP_CONFIG = {"storage": "${greenai.setting:sweep.storage}", "study_name": "${greenai.setting:sweep.study_name}"}
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ class LostJob:
 class GreenOptunaSweeperConf(OptunaSweeperConf):
     _target_: str = SWEEPER_TARGET
     # Read from the task config, so the objective group and `sweep.*` settle them.
-    direction: Any = "${objective.directions}"
+    direction: Any = "${greenai.setting:objective.directions}"
     storage: Any = FROM_SWEEP_CONFIG["storage"]
     study_name: Any = FROM_SWEEP_CONFIG["study_name"]
     # One trial at a time: a sequential sampler sees each result before the next ask.
@@ -77,9 +80,11 @@ class GreenOptunaSweeperConf(OptunaSweeperConf):
 
 
 def register() -> None:
+    """`hydra/sweeper=greenai`, and the groups a user's own app composes greenai from."""
     ConfigStore.instance().store(
         group="hydra/sweeper", name="greenai", node=GreenOptunaSweeperConf, provider="greenai", replace=True
     )
+    app_configs.register()
 
 
 def check_sweep(config: DictConfig) -> SearchSpace:
@@ -89,9 +94,10 @@ def check_sweep(config: DictConfig) -> SearchSpace:
     for key, expected in FROM_SWEEP_CONFIG.items():
         if raw.get(key) != expected:
             value = OmegaConf.select(config, f"hydra.sweeper.{key}")
+            setting = settings_key(config, f"sweep.{key}")
             fail(
-                f"hydra.sweeper.{key}={value}: greenai's jobs read the study's {key} from sweep.{key}, so set "
-                f"sweep.{key}={value} instead (one setting for the sweeper and every job)"
+                f"hydra.sweeper.{key}={value}: greenai's jobs read the study's {key} from {setting}, so set "
+                f"{setting}={value} instead (one setting for the sweeper and every job)"
             )
     return check_space(config)
 
@@ -121,7 +127,8 @@ class GreenOptunaSweeper(Sweeper):
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
         )
-        self.store = StoreURL.parse(config.sweep.storage, config.hydra.runtime.cwd)
+        self.settings = settings(config)  # greenai's own trial: the config; a user's app: its `greenai` node
+        self.store = StoreURL.parse(self.settings.sweep.storage, config.hydra.runtime.cwd)
         self.folder = SweepFolder(config.hydra.sweep.dir)
 
     # ------------------------------------------------------------ opening the study
@@ -151,9 +158,9 @@ class GreenOptunaSweeper(Sweeper):
 
     def _open_study(self, space: SearchSpace, directions: list[str]) -> SweepStudy:
         name = study_name(self.config)
-        grace = int(self.config.sweep.heartbeat_grace_seconds)
+        grace = int(self.settings.sweep.heartbeat_grace_seconds)
         # Multi-objective studies with a pruner were refused by check_sweep, before any run.
-        pruner = make_pruner(self.config.sweep.pruner) if len(directions) == 1 else None
+        pruner = make_pruner(self.settings.sweep.pruner) if len(directions) == 1 else None
         # Under the study's lock: of several workers starting together, exactly one creates the
         # study with the command's seed; the others find it and shift theirs.
         with self.store.lock(f"study:{name}"):
@@ -192,7 +199,7 @@ class GreenOptunaSweeper(Sweeper):
         if finished:
             log.info("resuming: %d of %d trials already finished", finished, self.n_trials)
         while True:
-            stop = stop_reason(self.config.sweep, study)
+            stop = stop_reason(self.settings.sweep, study)
             if stop:
                 log.info("stopping: %s", stop)
                 break
@@ -217,13 +224,12 @@ class GreenOptunaSweeper(Sweeper):
         """Launch one batch, attribute its energy where trials shared a GPU, tell each trial's
         outcome; the number of failed trials."""
         extend = functools.partial(self.extend, self.config) if self.extend else None
-        overrides = [
-            (*space.overrides(t, extend), f"sweep.trial_number={t.number}", f"sweep.study_name={study.name}")
-            for t in trials
-        ]
-        energy.begin()
-        returns = self._launch(study, trials, overrides)
-        attributed = energy.end(study, trials)
+        number, name = (settings_key(self.config, f"sweep.{key}") for key in ("trial_number", "study_name"))
+        overrides = [(*space.overrides(t, extend), f"{number}={t.number}", f"{name}={study.name}") for t in trials]
+        with launching():  # the sweep's ledger: the sweeper's own work lies between launches
+            energy.begin()
+            returns = self._launch(study, trials, overrides)
+            attributed = energy.end(study, trials)
         full = [_store_full(r) for r in returns]
         states = [
             study.outcome(t, r, attributed.get(t.number)) if f is None else self._interrupt(study, t, f)
@@ -294,3 +300,8 @@ def _store_full(returned: Any) -> StoreFull | None:
         error = getattr(returned, "_return_value", None)
         return error if isinstance(error, StoreFull) else None
     return None
+
+
+# Hydra imports this module as it loads its plugins (the entry point in pyproject.toml), in every
+# Hydra app: a user's app can then pick hydra/sweeper=greenai and compose `greenai: trial`.
+register()

@@ -53,13 +53,30 @@ def _unusable_gpu(key: str, value: str) -> ConfigError:
     )
 
 
+def gpus_hidden() -> str | None:
+    """Why CUDA sees no GPU on purpose: CUDA_VISIBLE_DEVICES set to no device (empty, or a
+    negative index first, which ends CUDA's list there); None where it leaves GPUs visible."""
+    value = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if value is None:
+        return None
+    first = value.split(",")[0].strip()
+    if first == "" or first.startswith("-"):
+        return f"CUDA_VISIBLE_DEVICES={value!r} hides every GPU"
+    return None
+
+
 def pick_device(name: str) -> torch.device:
     """`auto`: the first CUDA GPU if torch can use one, else the CPU. A GPU the driver shows
     but torch cannot use (a CUDA build newer than the driver) stops the command rather than
-    training quietly, and slowly, on the CPU."""
+    training quietly, and slowly, on the CPU; GPUs hidden on purpose (CUDA_VISIBLE_DEVICES="")
+    mean the CPU."""
+    hidden = gpus_hidden()
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
+        if hidden:
+            log.info("device=auto: %s, so training runs on the CPU", hidden)
+            return torch.device("cpu")
         if nvml_gpu_count() > 0:
             raise _unusable_gpu("device", name)
         return torch.device("cpu")
@@ -68,6 +85,8 @@ def pick_device(name: str) -> torch.device:
     except RuntimeError as exc:
         raise ConfigError("device", name, "must be auto, cpu, cuda or cuda:N") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
+        if hidden:
+            raise ConfigError("device", name, f"{hidden}; unset it, or use device=cpu or device=auto")
         if nvml_gpu_count() > 0:
             raise _unusable_gpu("device", name)
         raise ConfigError("device", name, "no CUDA GPU is visible here; use device=auto or device=cpu")
@@ -94,13 +113,37 @@ def describe(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
+# cuBLAS's fixed-size workspace, without which its matrix products may differ run to run
+# (https://docs.nvidia.com/cuda/cublas/#results-reproducibility).
+CUBLAS_WORKSPACE = ":4096:8"
+
+
 def set_deterministic(enabled: bool) -> None:
-    """On: cuDNN's deterministic algorithms and no autotuning, so the same seed gives the same
-    weights run after run on one GPU, at some cost in speed. Off: cuDNN picks the fastest
-    algorithm for each shape once (a trial's shapes repeat every step; a fused group's grouped
-    convolutions gain about a tenth on an H200)."""
+    """On: torch's deterministic algorithms wherever they exist (`use_deterministic_algorithms`),
+    cuBLAS's fixed workspace, cuDNN's deterministic algorithms and no autotuning, so the same
+    seed gives the same weights run after run on one GPU, at some cost in speed. An operation
+    with no deterministic implementation warns rather than failing the trial (none of greenai's
+    models uses one: tests/test_gpu.py trains twice and compares the weights bit for bit). Off:
+    cuDNN picks the fastest algorithm for each shape once (a trial's shapes repeat every step;
+    a fused group's grouped convolutions gain about a tenth on an H200)."""
+    if enabled:
+        _fix_cublas_workspace()
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
     torch.backends.cudnn.deterministic = enabled
     torch.backends.cudnn.benchmark = not enabled
+
+
+def _fix_cublas_workspace() -> None:
+    """cuBLAS reads the setting when it starts in a process: set it before any CUDA work."""
+    if os.environ.get("CUBLAS_WORKSPACE_CONFIG") in (":4096:8", ":16:8"):
+        return
+    if torch.cuda.is_initialized():
+        log.warning(
+            "deterministic=true: CUDA started in this process before CUBLAS_WORKSPACE_CONFIG was set, so "
+            "matrix products may still vary; set CUBLAS_WORKSPACE_CONFIG=%s in the environment",
+            CUBLAS_WORKSPACE,
+        )
+    os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
 
 
 def gpus_for_trial(device: str = "auto") -> int:

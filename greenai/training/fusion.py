@@ -59,7 +59,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from greenai.config import TrainConfig
-from greenai.energy.meters import Meter
+from greenai.energy.meters import Meter, window
 from greenai.errors import ConfigError
 from greenai.training import models
 from greenai.training.data import DeviceData
@@ -528,12 +528,11 @@ def _epoch_results(
     group: FusedGroup, data: DeviceData, epoch: int, batch_size: int, meter: Meter
 ) -> dict[int, EpochResult]:
     members = len(group.active)
-    meter.begin("train")
-    train_losses = train_group_epoch(group, data, batch_size)
-    train = meter.end("train").share(members)
-    meter.begin("eval")
-    test_losses, accuracies = evaluate_group(group.model, data.x_test, data.y_test)
-    evaluation = meter.end("eval").share(members)
+    with window(meter, "train") as trained:
+        train_losses = train_group_epoch(group, data, batch_size)
+    with window(meter, "eval") as evaluated:
+        test_losses, accuracies = evaluate_group(group.model, data.x_test, data.y_test)
+    train, evaluation = trained.taken.share(members), evaluated.taken.share(members)
     return {
         member: EpochResult(epoch, train_losses[i], test_losses[i], accuracies[i], train, evaluation)
         for i, member in enumerate(group.active)
@@ -549,8 +548,9 @@ def fit_group(
     meter: Meter,
     on_epoch: EpochHook | None = None,
 ) -> list[TrainingRun]:
-    """loop.fit for a group: per epoch one energy window around the group's training and one around
-    its evaluation, shared equally among the active members; one TrainingRun per member, by id.
+    """loop.fit for a group: per epoch one energy window around the group's training, one around
+    its evaluation and one around the epoch hook (the records of its trials), each shared equally
+    among the members active in the epoch; one TrainingRun per member, by id.
 
     `on_epoch` sees every epoch of every active member, a diverged one included (so its energy is
     logged), and returns the members to stop, as loop.fit's hook does. A member whose training
@@ -561,7 +561,11 @@ def fit_group(
         if not group.active:
             break
         results = _epoch_results(group, data, epoch, batch_size, meter)
-        stopped = set((on_epoch(results) if on_epoch else None) or ())
+        with window(meter, "records") as records:
+            stopped = set((on_epoch(results) if on_epoch else None) or ())
+        share = records.taken.share(len(results))  # the epoch's records, for its members
+        for member in results:
+            runs[member].records.append(share)
         unknown = stopped - set(results)
         if unknown:
             raise ValueError(f"the epoch hook asked to stop members not in the group: {sorted(unknown)}")

@@ -18,7 +18,7 @@ from enum import Enum
 import torch
 from torch import nn
 
-from greenai.energy.meters import Measurement, Meter
+from greenai.energy.meters import Measurement, Meter, window
 from greenai.errors import GreenAIError
 from greenai.training.augment import Augmentation
 from greenai.training.inputs import TrainingData
@@ -63,6 +63,9 @@ class TrainingRun:
     epochs: list[EpochResult] = field(default_factory=list)
     state: RunState | None = None  # None while it trains
     error: DivergedError | None = None
+    # Each epoch's window around the epoch hook (its records: metrics, the study told): the
+    # trial's own overhead, part of its energy. A fused member holds its share of the group's.
+    records: list[Measurement] = field(default_factory=list)
 
     def after_epoch(self, result: EpochResult, stop: bool) -> bool:
         """Record the epoch; whether the training ends with it. A hook's stop wins over divergence
@@ -171,7 +174,8 @@ def fit(
     amp: Amp | None = None,
     schedule: Schedule | None = None,
 ) -> TrainingRun:
-    """Train for `epochs`, measuring each epoch and each evaluation in its own energy window.
+    """Train for `epochs`, measuring each epoch, each evaluation and each call of the epoch hook
+    (the trial's records between epochs) in its own energy window.
 
     `on_epoch` sees every epoch, a diverged one included (so its energy is logged), as {0: result};
     returning [0] stops the training (pruning). A NaN or infinite loss ends it as diverged.
@@ -180,16 +184,16 @@ def fit(
     generator = torch.Generator().manual_seed(seed)
     run = TrainingRun()
     for epoch in range(1, epochs + 1):
-        meter.begin("train")
-        train_loss = train_epoch(model, optimizer, data, batch_size, generator, augment, amp, schedule)
-        if schedule:
-            schedule.after_epoch()
-        train_energy = meter.end("train")
-        meter.begin("eval")
-        test_loss, accuracy = evaluate_batches(model, data.test_batches(EVAL_BATCH), data.device, amp)
-        eval_energy = meter.end("eval")
-        result = EpochResult(epoch, train_loss, test_loss, accuracy, train_energy, eval_energy)
-        stop = 0 in set((on_epoch({0: result}) if on_epoch else None) or ())
+        with window(meter, "train") as train:
+            train_loss = train_epoch(model, optimizer, data, batch_size, generator, augment, amp, schedule)
+            if schedule:
+                schedule.after_epoch()
+        with window(meter, "eval") as evaluation:
+            test_loss, accuracy = evaluate_batches(model, data.test_batches(EVAL_BATCH), data.device, amp)
+        result = EpochResult(epoch, train_loss, test_loss, accuracy, train.taken, evaluation.taken)
+        with window(meter, "records") as records:
+            stop = 0 in set((on_epoch({0: result}) if on_epoch else None) or ())
+        run.records.append(records.taken)
         if run.after_epoch(result, stop):
             return run
     run.state = RunState.finished

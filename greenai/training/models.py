@@ -1,6 +1,6 @@
 """The models a trial trains, and their summary (parameters, MACs, layers by kind).
 
-The paper's three (README, "The models"), sized from the dataset's image shape:
+The paper's three (docs/configuration.md, "The models"), sized from the dataset's image shape:
 DensePolyNN: Flatten, N-1 Linear layers of width floor(D / 2^(d+1)), then Linear(-> classes).
 DenseLinearNN: the same with widths floor(D - (d+1) * D / N).
 SimpleCNN: M blocks [Conv2d(out = C * 3^(d+1), k3, s1, p1), BatchNorm2d, ReLU, MaxPool2d(2)],

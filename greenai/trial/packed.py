@@ -12,7 +12,6 @@ from omegaconf import DictConfig
 from greenai.energy.counters import ZeusCounters
 from greenai.energy.meters import gpu_index
 from greenai.energy.timeline import TimelineMeter
-from greenai.errors import EnergyError
 from greenai.stores.sweep_folder import SweepFolder
 
 log = logging.getLogger(__name__)
@@ -30,13 +29,12 @@ def timeline_meter(
         return None
     if config.energy.backend.value in ("off", "estimate"):
         return None
-    try:
-        counters = ZeusCounters(gpu_index(device))
-    except EnergyError as exc:
+    counters = ZeusCounters(gpu_index(device))
+    if counters.gpu is None:
         log.warning(
             "trials_per_gpu=%s: cannot read the GPU's counters (%s); each trial measures alone, overlapping",
             config.sweep.trials_per_gpu,
-            exc,
+            counters.unread.get("gpu"),
         )
         return None
     return TimelineMeter(counters, functools.partial(folder.append_timeline, trial_number), device)

@@ -18,6 +18,8 @@ from greenai.config import EnergyBackend, Objective, TrainConfig, to_typed
 from greenai.errors import ConfigError
 from greenai.training import devices, inputs, models
 from greenai.training.precision import check_precision
+from greenai.trial.app_settings import to_settings
+from greenai.trial.sweep_identity import in_app
 
 MAX_CHECKED_JOBS = 2000
 
@@ -67,7 +69,12 @@ def compose_job(config: DictConfig, overrides: list[str]) -> DictConfig:
 
 
 def check_jobs(config: DictConfig, override_lists: list[list[str]]) -> list[TrainConfig]:
-    """Compose and check each job; check each distinct dataset's files once."""
+    """Compose and check each job; check each distinct dataset's files once. A user's app:
+    greenai's settings of each job (its own keys are the app's to check)."""
+    if in_app(config):
+        for overrides in override_lists:
+            to_settings(compose_job(config, overrides))
+        return []
     checked, datasets_seen = [], set()
     for overrides in override_lists:
         typed, _ = check_job(compose_job(config, overrides))

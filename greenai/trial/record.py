@@ -14,7 +14,7 @@ import functools
 import logging
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from importlib import metadata
@@ -27,7 +27,7 @@ from mlflow.entities import Metric
 from greenai import names
 from greenai.config import TrainConfig
 from greenai.energy.idle import IdlePower
-from greenai.energy.meters import Meter
+from greenai.energy.meters import Measurement, Meter
 from greenai.stores import tracking
 from greenai.stores.full_disk import folder_full
 from greenai.stores.owner import owner_id
@@ -160,9 +160,9 @@ def spent(figures: TrialFigures) -> str:
     return f"energy {joules:.1f} J ({figures.source.value})"
 
 
-# Per-epoch metrics reach MLflow at most this long after their epoch: written in batches, as a
-# fused group's trials end their epochs in a fraction of a second, and each write costs one
-# store transaction.
+# Per-epoch metrics are written in batches, at the end of an epoch at least this long after the
+# last write (and all of them when the run ends): a fused group's trials end their epochs in a
+# fraction of a second, and each write costs one store transaction.
 FLUSH_SECONDS = 5.0
 
 
@@ -193,6 +193,7 @@ class TrialRecord:
     epochs_total: int
     pending: Pending = field(default_factory=Pending)
     progress_note: str = ""  # the end of each progress line, e.g. that the data is streamed
+    meter: Meter | None = None  # set by describe(): what it could not read is tagged at close
 
     @classmethod
     def open(
@@ -212,6 +213,7 @@ class TrialRecord:
 
     def describe(self, config: TrainConfig, spec: models.ArchitectureSpec, meter: Meter) -> None:
         """What the run is: config, architecture, the composed config file, an estimate warning."""
+        self.meter = meter
         summary = architecture_summary(spec)
         tree = config_tree(config)
         self.pending.params.update({**flat_params(tree), **{f"arch.{k}": v for k, v in summary.items()}})
@@ -240,6 +242,10 @@ class TrialRecord:
         """A repeat trained every epoch: its final test accuracy counts in the trial's."""
         self.figures.accuracies.append(accuracy)
 
+    def records_done(self, windows: Sequence[Measurement]) -> None:
+        """The windows around the trial's records between epochs: part of its energy."""
+        self.figures.records.extend(windows)
+
     def close(self, outcome: Outcome, totals: bool = True) -> None:
         """The trial's figures, kept whatever stopped it, then how it ended, on both records.
 
@@ -250,6 +256,13 @@ class TrialRecord:
         exc = outcome.ending
         values = list(outcome.values) if isinstance(outcome, Finished) else None
         final = self.figures.metrics()
+        if final.get("net_energy_negative"):
+            log.warning(
+                "%s: net energy %.1f J is below zero (gross energy under idle power x time): kept and flagged "
+                "net_energy_negative=1",
+                self.name,
+                final["net_energy_j"],
+            )
         params, metrics, tags = self.pending.take()
         tags.update(
             {names.ENERGY_SOURCE: self.figures.source.value, **self._approximations(), **tracking.ending_tags(exc)}
@@ -270,15 +283,27 @@ class TrialRecord:
             raise full[0]
 
     def _approximations(self) -> dict[str, str]:
-        short = self.figures.approximate_windows
-        if not short:
-            return {}
+        """Tags on what the run's windows could not read exactly: short windows, RAPL readings
+        re-derived across a wrap-around, counters that stopped being read mid-run."""
         windows = len(self.figures.epochs) * 2
-        note = (
-            f"{short} of {windows} energy windows were shorter than 10 counter periods: each of those figures is "
-            f"approximate (within one counter step, right on average); the run's totals are exact to one step."
-        )
-        return {names.APPROXIMATE_WINDOWS: f"{short}/{windows}", names.NOTE: note}
+        tags: dict[str, str] = {}
+        notes: list[str] = []
+        short, rederived = self.figures.approximate_windows, self.figures.rederived_windows
+        if short:
+            tags[names.APPROXIMATE_WINDOWS] = f"{short}/{windows}"
+            notes.append(
+                f"{short} of {windows} energy windows were shorter than 10 counter periods: each of those figures "
+                "is approximate (within one counter step, right on average); the run's totals are exact to one step."
+            )
+        if rederived:
+            tags[names.REDERIVED_WINDOWS] = f"{rederived}/{windows}"
+            notes.append(f"{rederived} RAPL readings were corrected for a wrap-around Zeus had miscounted.")
+        unread = getattr(getattr(self.meter, "counters", None), "unread", None)
+        if unread:
+            tags[names.NOT_MEASURED] = "; ".join(f"{k}: {v}" for k, v in sorted(unread.items()))
+        if notes:
+            tags[names.NOTE] = " ".join(notes)
+        return tags
 
     def progress(self, exc: BaseException | None) -> dict[str, object]:
         """The trial's line in the sweep's progress file."""

@@ -12,7 +12,10 @@ with per-epoch metrics, its own Optuna trial told its own result.
   too), with loop.fit's reason.
 - Energy: each window measures the device once; members do equal work, so each gets an equal
   share of every window it was in (`energy_source=fused`, or `fused_estimated` on the CPU
-  estimate), and a trial's energy is the sum of its members' shares. The group size is on the run.
+  estimate), and a trial's energy is the sum of its members' shares: every joule of the group's
+  windows reaches exactly one trial. As a group shrinks each survivor's share grows, so each
+  epoch logs the group size it was shared by (`fused_group_size`) and the run its energy at each
+  size (`fused_energy_j_size_K`, `fused_epochs_size_K`).
 
 Both paths return one `Outcome` per trial (greenai.trial.outcome) and close the trial's
 records with it; a signal (KeyboardInterrupt) closes every open trial KILLED and is raised on.
@@ -28,7 +31,7 @@ from typing import Protocol
 import torch
 
 from greenai.config import Precision, TrainConfig
-from greenai.energy.meters import Meter
+from greenai.energy.meters import Measurement, Meter, window
 from greenai.stores.waits import StoreFull
 from greenai.training import fusion, models
 from greenai.training.augment import augmentation
@@ -45,6 +48,8 @@ from greenai.training.optim import (
 )
 from greenai.training.precision import Amp
 from greenai.trial.figures import TrialFigures
+from greenai.trial.life import CLOSE, Life, piece
+from greenai.trial.life import write as write_life
 from greenai.trial.outcome import Failed, Finished, Outcome, PrunedAt
 from greenai.trial.record import TrialRecord, add_to_sweep_totals, finished, spent
 from greenai.trial.setup import TrialSetup
@@ -82,6 +87,8 @@ class Recorder(Protocol):
 
     def repeat_done(self, accuracy: float) -> None: ...
 
+    def records_done(self, windows: Sequence[Measurement]) -> None: ...
+
 
 def _ended(run: TrainingRun, record: Recorder) -> Outcome | None:
     """What a training that did not finish makes of its trial: pruned, or failed."""
@@ -100,13 +107,15 @@ def train_repeats(
     device = dataset.device
     for repeat in range(config.repeats):
         seed = config.seed + repeat
-        torch.manual_seed(seed)
-        model = models.build(spec).to(device)
-        optimizer = make_optimizer(model, settings_from(config))
-        applied = applied_hyperparameters(optimizer)  # before a schedule changes the lr
-        steps = steps_per_epoch(dataset.train_count, config.batch_size)
-        schedule = make_schedule(config.scheduler, optimizer, config.epochs, steps)
-        amp = Amp(config.precision.name, device)
+        with window(meter, "setup") as built:  # the repeat's model and optimiser: part of the trial's life
+            torch.manual_seed(seed)
+            model = models.build(spec).to(device)
+            optimizer = make_optimizer(model, settings_from(config))
+            applied = applied_hyperparameters(optimizer)  # before a schedule changes the lr
+            steps = steps_per_epoch(dataset.train_count, config.batch_size)
+            schedule = make_schedule(config.scheduler, optimizer, config.epochs, steps)
+            amp = Amp(config.precision.name, device)
+        record.records_done([built.taken])
         if repeat == 0:
             record.optimizer(Applied.of(applied, schedule.params(), amp.params()))
 
@@ -126,6 +135,7 @@ def train_repeats(
             amp=amp,
             schedule=schedule,
         )
+        record.records_done(run.records)
         ended = _ended(run, record)
         if ended is not None:
             return ended
@@ -136,6 +146,7 @@ def train_repeats(
 def run_alone(trial: PreparedTrial) -> Outcome:
     """Train the trial's repeats one after another; its outcome, once its records are closed."""
     setup, record = trial.setup, trial.record
+    life = Life.begin()
     try:
         outcome = train_repeats(setup.config, setup.spec, setup.dataset, setup.meter, record)
     except Exception as exc:  # a store that failed mid-trial, an error in the data: the trial fails
@@ -143,7 +154,10 @@ def run_alone(trial: PreparedTrial) -> Outcome:
     except BaseException as exc:  # a signal: the energy spent is logged, the run closed KILLED
         record.close(Failed(exc))
         raise
-    record.close(outcome)
+    life.end()
+    with piece(setup.meter, CLOSE) as closing:
+        record.close(outcome)
+    write_life(setup, record.figures, life, closing)
     if not isinstance(outcome, Failed):  # a failure is the job's error: Hydra or the sweeper says it
         _log_end(trial, outcome)
     return outcome
@@ -174,12 +188,15 @@ def run_fused(trials: Sequence[PreparedTrial]) -> list[Outcome]:
     """Train the trials as one group; each trial's outcome, in order, once its records are closed."""
     first = trials[0].setup
     assert isinstance(first.dataset, DeviceData), "setup.fuses() lets only device-resident data fuse"
-    group = fusion.FusedGroup(first.spec, members_of(trials), first.device)
+    life = Life.begin()
+    with window(first.meter, "setup") as built:  # the group's model and optimiser, shared by its members
+        group = fusion.FusedGroup(first.spec, members_of(trials), first.device)
+    for trial in trials:
+        trial.record.records_done([built.taken.share(len(group.members))] * len(trial.members))
     epochs = first.config.epochs
     fp32 = Amp(Precision.fp32, first.device).params()  # a fused group trains in float32
     for trial in trials:
         trial.record.optimizer(Applied.of(group.hyperparameters(trial.members[0]), fp32))
-        trial.record.run.metrics({"fused_group_size": float(len(group.members))})
     log.info("fused group of %d trials, %d members (%s)", len(trials), len(group.members), first.spec.name)
 
     def on_epoch(results: Mapping[int, EpochResult]) -> list[int]:
@@ -211,7 +228,8 @@ def run_fused(trials: Sequence[PreparedTrial]) -> list[Outcome]:
             if not trial.done:
                 trial.record.close(Failed(exc), totals=False)
         raise
-    outcomes = [_finish(trial, runs) for trial in trials]
+    life.end()
+    outcomes = [_finish(trial, runs, life) for trial in trials]
     try:
         add_to_sweep_totals([(t.record, o.ending) for t, o in zip(trials, outcomes, strict=True)])
     except StoreFull as exc:  # each trial is recorded; each job says the disk is full, and the sweep stops
@@ -219,9 +237,10 @@ def run_fused(trials: Sequence[PreparedTrial]) -> list[Outcome]:
     return outcomes
 
 
-def _finish(trial: PreparedTrial, runs: Sequence[TrainingRun]) -> Outcome:
-    """Close the trial's records; its outcome."""
+def _finish(trial: PreparedTrial, runs: Sequence[TrainingRun], life: Life) -> Outcome:
+    """Close the trial's records (its group's life and its close on the sweep's ledger); its outcome."""
     record = trial.record
+    record.records_done([window for m in trial.members for window in runs[m].records])
     diverged = [_ended(runs[m], record) for m in trial.members if runs[m].state is RunState.diverged]
     outcome = trial.ended or (diverged[0] if diverged else None)
     if outcome is None:
@@ -229,9 +248,11 @@ def _finish(trial: PreparedTrial, runs: Sequence[TrainingRun]) -> Outcome:
             record.repeat_done(runs[member].epochs[-1].test_accuracy)
         outcome = finished(len(trial.setup.config.objective.directions), record.figures)
     try:
-        record.close(outcome, totals=False)
+        with piece(trial.setup.meter, CLOSE) as closing:
+            record.close(outcome, totals=False)
     except StoreFull as exc:  # the trial ends with it; the group's other trials are still closed
         return Failed(exc)
+    write_life(trial.setup, record.figures, life, closing)
     if isinstance(outcome, Failed):  # the group trains on: say it here, not only in the job's result
         log.warning("%s failed: %s", trial.setup.name, outcome.error)
     else:

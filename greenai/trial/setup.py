@@ -13,14 +13,16 @@ import torch
 from omegaconf import DictConfig
 
 from greenai.config import Augment, OptimizerName, Precision, SchedulerName, TrainConfig
-from greenai.energy.idle import IdlePower, idle_power
-from greenai.energy.meters import Meter, make_meter
+from greenai.energy.idle import IdlePower, cuda_context, idle_power
+from greenai.energy.meters import Meter, Source, make_meter
+from greenai.stores import sweep_stop
 from greenai.stores.reachability import check_reachable
 from greenai.stores.url import StoreURL
 from greenai.training import data, devices, fusion, inputs, models
 from greenai.trial import packed
 from greenai.trial.figures import TrialFigures
 from greenai.trial.job import JobContext
+from greenai.trial.life import OPENING, STARTUP, Piece, piece
 from greenai.trial.outcome import Failed
 from greenai.trial.preflight import check_job
 from greenai.trial.record import TrialRecord, run_tags
@@ -43,6 +45,8 @@ class TrialSetup:
     idle: IdlePower | None
     link: StudyLink
     fused: bool  # the trial's repeats train as one fused group
+    startup: Piece | None = None  # its preparation's window on the sweep's ledger
+    opening: Piece | None = None  # its run's opening's window
 
     @property
     def name(self) -> str:
@@ -118,18 +122,28 @@ def prepare(cfg: DictConfig) -> TrialSetup:
     device = devices.pick_device(config.device)
     devices.set_deterministic(config.deterministic)
     meter: Meter = make_meter(config.energy, device)
-    # Before the data is loaded: in a sweep the callback measured it already on this host.
-    idle = idle_power(meter, config.energy.idle_seconds, job.sweep_folder)
-    dataset = inputs.load(config.dataset, device, tuple(config.trusted_targets))
-    # What was read from the data (shape, classes, mean, std) is what the run records.
-    config.dataset = inputs.resolved(config.dataset, dataset, spec.input_shape, spec.classes)
+    # Before the data is loaded (and before this process's CUDA context, which it then creates to
+    # measure the context's draw): in a sweep the callback measured it already on this host.
+    idle = idle_power(meter, config.energy.idle_seconds, job.sweep_folder, cuda_context(device))
     timeline = packed.timeline_meter(cfg, job.sweep_folder, config.sweep.trial_number, device)
-    if timeline is not None:
-        timeline.note(train_images=dataset.train_count, idle_w=idle.watts if idle else None)
-        meter = timeline
-    fused = fuses(config, device, packed=timeline is not None, dataset=dataset, spec=spec)
-    link = StudyLink.for_job(config.sweep, job.launch_dir, defer_tell=timeline is not None)
-    setup = TrialSetup(config, spec, job, store, device, dataset, meter, idle, link, fused)
+    # The trial's start-up on the sweep's ledger (a packed trial's is attributed by the sweeper).
+    startup = Piece.begin(meter, STARTUP) if timeline is None and meter.source is not Source.off else None
+    try:
+        dataset = inputs.load(config.dataset, device, tuple(config.trusted_targets))
+        # What was read from the data (shape, classes, mean, std) is what the run records.
+        config.dataset = inputs.resolved(config.dataset, dataset, spec.input_shape, spec.classes)
+        if timeline is not None:
+            timeline.note(train_images=dataset.train_count, idle=idle.saved() if idle else None)
+            meter = timeline
+        fused = fuses(config, device, packed=timeline is not None, dataset=dataset, spec=spec)
+        link = StudyLink.for_job(config.sweep, job.launch_dir, defer_tell=timeline is not None)
+    except BaseException:
+        if startup is not None:
+            startup.cancel()
+        raise
+    if startup is not None:
+        startup.end()
+    setup = TrialSetup(config, spec, job, store, device, dataset, meter, idle, link, fused, startup)
     log.info(
         "%s on %s, energy: %s%s",
         setup.name,
@@ -141,7 +155,18 @@ def prepare(cfg: DictConfig) -> TrialSetup:
 
 
 def open_record(setup: TrialSetup) -> TrialRecord:
-    """The trial's MLflow run (described: params, architecture, config file) and its figures."""
+    """The trial's MLflow run (described: params, architecture, config file) and its figures;
+    none, and SweepStopped, if a job of its sweep met a full store (greenai.sweep.full_stop).
+    Opening it is measured for the sweep's ledger, apart from preparing the trial: the fused
+    launcher prepares a whole batch before it opens their runs."""
+    sweep_stop.check(setup.job.sweep_dir, setup.job.job_num)
+    if setup.startup is None:  # no ledger entries: energy off, or a packed trial
+        return _described_record(setup)
+    with piece(setup.meter, OPENING) as setup.opening:
+        return _described_record(setup)
+
+
+def _described_record(setup: TrialSetup) -> TrialRecord:
     config = setup.config
     figures = TrialFigures(train_images=setup.dataset.train_count, idle=setup.idle)
     tags = run_tags(setup.job, setup.meter, setup.device, setup.dataset.source, setup.idle)

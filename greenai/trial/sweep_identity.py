@@ -4,12 +4,17 @@ the study it belongs to.
 Rerunning the same command must reopen the same study, so the default study name is derived
 from what defines the sweep: the task's overrides and the sweeper's sampler, directions and
 search space, but not n_trials (raising it extends the study) nor launcher or parallelism
-settings. Nothing here imports greenai: the job, the sweeper and the parent run all ask it."""
+settings. Nothing here imports greenai: the job, the sweeper and the parent run all ask it.
+
+greenai's own trial (`python -m greenai.train`) keeps its settings (`sweep`, `tracking`,
+`energy`, `objective`, `device`) at the top of its config; a user's own Hydra app keeps them
+under one node, `greenai` (docs/your-own-loop.md). `settings` and `settings_key` say where."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -23,6 +28,35 @@ NOT_DEFINING = (
     "sweep.trials_per_gpu",
     "tracking.",
 )
+
+
+# A user's app: greenai's settings live under this node of its config.
+APP_NODE = "greenai"
+
+
+def in_app(config: DictConfig) -> bool:
+    """A user's own Hydra app (greenai's settings under `greenai`), not `python -m greenai.train`."""
+    return isinstance(config.get(APP_NODE), DictConfig)
+
+
+def settings(config: DictConfig) -> DictConfig:
+    """The node holding greenai's settings: the config itself, or a user's app's `greenai` node."""
+    return config[APP_NODE] if in_app(config) else config
+
+
+def settings_key(config: DictConfig, key: str) -> str:
+    """The full key of one of greenai's settings (`sweep.storage`, or `greenai.sweep.storage`)."""
+    return f"{APP_NODE}.{key}" if in_app(config) else key
+
+
+def _setting(key: str, _root_: DictConfig) -> Any:
+    return OmegaConf.select(settings(_root_), key, throw_on_missing=True)
+
+
+# `${greenai.setting:sweep.storage}`: one of greenai's settings wherever the app keeps them, so
+# that greenai's sweeper config reads them in greenai's own trial and in a user's app alike.
+# Registered on import: every process that reads a greenai sweeper config has imported this.
+OmegaConf.register_resolver("greenai.setting", _setting, replace=True)
 
 
 # Optuna sampler class -> greenai's searcher name (conf/searcher/).
@@ -44,7 +78,8 @@ def is_greenai_sweep(config: DictConfig) -> bool:
 def _defining_overrides(config: DictConfig) -> list[str]:
     task = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
     assert isinstance(task, list)
-    return sorted(o for o in task if not o.lstrip("+~").startswith(NOT_DEFINING))
+    # A user's app names the same settings under `greenai.`.
+    return sorted(o for o in task if not o.lstrip("+~").removeprefix(f"{APP_NODE}.").startswith(NOT_DEFINING))
 
 
 def _search_definition(config: DictConfig) -> dict[str, object]:
@@ -60,12 +95,15 @@ def _search_definition(config: DictConfig) -> dict[str, object]:
 
 
 def study_name(config: DictConfig) -> str:
-    """`sweep.study_name` if set, else `<model>-<dataset>-<sampler>-<hash of the definition>`."""
-    explicit = OmegaConf.select(config, "sweep.study_name")
+    """`sweep.study_name` if set, else `<model>-<dataset>-<sampler>-<hash of the definition>`
+    (a user's app: `<its job name>-<sampler>-<hash>`)."""
+    explicit = OmegaConf.select(config, settings_key(config, "sweep.study_name"))
     if explicit:
         return str(explicit)
     definition = {"overrides": _defining_overrides(config), **_search_definition(config)}
     digest = hashlib.sha256(json.dumps(definition, sort_keys=True, default=str).encode()).hexdigest()[:10]
     sampler = str(config.hydra.sweeper.sampler._target_).rsplit(".", 1)[-1].removesuffix("Sampler").lower()
+    if in_app(config):  # its model and data keys are its own
+        return f"{config.hydra.job.name}-{sampler}-{digest}"
     model, dataset = (getattr(v, "value", v) for v in (config.model.name, config.dataset.name))
     return f"{model}-{dataset}-{sampler}-{digest}"
