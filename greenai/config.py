@@ -89,18 +89,13 @@ class Objective(str, Enum):
     accuracy_energy = "accuracy_energy"
 
 
-# Classes a config may instantiate (`_target_`): greenai's own, Hydra's plugins, Optuna's samplers
-# and pruners, the logging handlers of Hydra's job logging, torchvision's models and datasets.
-# `trusted_targets` adds a user's own (a model's or a dataset's `_target_`).
-TRUSTED_TARGETS = (
-    "greenai.*",
-    "hydra_plugins.*",
-    "optuna.samplers.*",
-    "optuna.pruners.*",
-    "logging.*",
-    "torchvision.models.*",
-    "torchvision.datasets.*",
-)
+# Classes greenai's own settings instantiate: greenai's callbacks and sweeper, Hydra's plugins,
+# Optuna's samplers and pruners, the logging handlers of Hydra's job logging. A user's app lets
+# Hydra instantiate these (greenai.TRUSTED_TARGETS).
+GREENAI_TARGETS = ("greenai.*", "hydra_plugins.*", "optuna.samplers.*", "optuna.pruners.*", "logging.*")
+# Classes a greenai.train config may instantiate (`_target_`): those, and torchvision's models and
+# datasets. `trusted_targets` adds a user's own (a model's or a dataset's `_target_`).
+TRUSTED_TARGETS = (*GREENAI_TARGETS, "torchvision.models.*", "torchvision.datasets.*")
 
 
 # Why `args`: a structured node refuses keys it does not declare, and a user's model or dataset
