@@ -47,6 +47,18 @@ class GreenAIError(Exception):
     """Input greenai refuses; the message is one line naming the key and what is allowed."""
 
 
+class StoreUnavailable(GreenAIError):
+    """A store stayed locked or away longer than greenai waits: one line naming it."""
+
+
+class StoreFull(GreenAIError):
+    """The disk holding a store is full: one line naming the store and the file. The trial it
+    stops is interrupted, not failed by its own doing: its MLflow run ends KILLED and its Optuna
+    trial FAIL marked interrupted, so resuming the study runs its point again."""
+
+    trial_state = "killed"  # read by greenai.stores.tracking.end_state and StudyLink.finish
+
+
 class BadInput(GreenAIError):
     """Input refused before anything ran: nothing is left behind for it."""
 

@@ -25,6 +25,7 @@ STOP_REASON = "greenai.stop_reason"
 PARETO = "greenai.pareto"
 PARETO_ROUNDS = "greenai.pareto_rounds"
 RESUMED = "greenai.resumed"
+SPOOL_ID = "greenai.spool_id"  # a write kept while the tracking server was away (greenai.stores.spool)
 ENERGY_SOURCE = "energy_source"  # measured, estimated, partial, attributed, fused, off
 ENERGY_DEVICE = "energy_device"
 ENERGY_COMPONENTS = "energy_components"  # what energy_j covers: gpu, gpu+cpu+dram, cpu-time estimate

@@ -12,11 +12,17 @@ import hydra
 from omegaconf import DictConfig
 
 from greenai.config import TRUSTED_TARGETS, register_schema
-from greenai.errors import EXIT_STORE_FULL, BadInput, GreenAIError, command_line_errors, fail, interrupt_on_sigterm
+from greenai.errors import (
+    BadInput,
+    GreenAIError,
+    StoreFull,
+    command_line_errors,
+    fail,
+    interrupt_on_sigterm,
+)
 from greenai.stores import log_files
-from greenai.stores.full_disk import stop_line
+from greenai.stores.full_disk import exit_on_full
 from greenai.stores.redaction import redact_logs
-from greenai.stores.waits import StoreFull
 from greenai.sweep.fused_launcher import greenai_trial
 from greenai.sweep.fused_launcher import register as register_fused_launcher
 from greenai.sweep.sweeper import register as register_sweeper
@@ -56,13 +62,13 @@ def hydra_main(cfg: DictConfig) -> float | tuple[float, float] | PrunedAt:
         if log_full is not None:
             if JobContext.is_multirun():
                 raise log_full  # the sweeper stops: the next job could not write its files there
-            fail(stop_line(log_full, "run finished"), EXIT_STORE_FULL)
+            exit_on_full(log_full, "run finished")
         return returned
     except GreenAIError as exc:
         if JobContext.is_multirun():
             raise  # the sweeper records the trial as failed, with this message
         if isinstance(exc, StoreFull):
-            fail(stop_line(exc, "run"), EXIT_STORE_FULL)
+            exit_on_full(exc, "run")
         if isinstance(exc, BadInput):
             discard_run_folder()
         fail(str(exc))
@@ -75,7 +81,7 @@ def main() -> None:
         try:
             hydra_main()
         except StoreFull as exc:
-            fail(stop_line(exc, "sweep"), EXIT_STORE_FULL)
+            exit_on_full(exc, "sweep")
 
 
 if __name__ == "__main__":

@@ -248,7 +248,7 @@ def test_the_stop_reaches_other_processes_when_the_full_disk_is_the_sweep_folder
     sweep_id = os.environ[sweep_stop.SWEEP_ID_ENV]
     small_disk.fill()
     line = f"hydra.sweep.dir={folder}: the disk holding {folder} is full (No space left on device)"
-    job = "from greenai.stores import sweep_stop; from greenai.stores.waits import StoreFull; import sys; "
+    job = "from greenai.stores import sweep_stop; from greenai.errors import StoreFull; import sys; "
     job += "sweep_stop.mark(StoreFull(sys.argv[1]), sys.argv[2])"
     subprocess.run([sys.executable, "-c", job, line, str(folder)], check=True, timeout=120)
     assert not any((folder / ".greenai").glob("*")), "the full disk holds no mark, not even an empty file"

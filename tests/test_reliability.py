@@ -146,6 +146,57 @@ def test_four_independent_processes_on_one_study_stop_at_exactly_n_trials(greena
     assert len(set(points)) == len(points), "workers joining a study do not replay each other's points"
 
 
+# Loaded into each worker (Python imports a sitecustomize module found on its path at start):
+# a worker that holds one of its stores' locks (asking trials happens under the study's) reads the
+# study's trials two seconds slower, as on a machine where every process is slow, so other
+# workers' trials finish while it decides how many trials to ask (the workers waiting for the
+# lock keep it held most of the time).
+SLOW_UNDER_THE_LOCK = """
+import contextlib
+import time
+
+from greenai.stores.url import StoreURL
+from greenai.stores.waiting_storage import PatientStorage
+
+lock, read, held = StoreURL.lock, PatientStorage.get_all_trials, []
+
+
+@contextlib.contextmanager
+def noted_lock(self, *args, **kwargs):
+    with lock(self, *args, **kwargs):
+        held.append(True)
+        try:
+            yield
+        finally:
+            held.pop()
+
+
+def slow_read(self, *args, **kwargs):
+    trials = read(self, *args, **kwargs)
+    if held:
+        time.sleep(2.0)
+    return trials
+
+
+StoreURL.lock, PatientStorage.get_all_trials = noted_lock, slow_read
+"""
+
+
+def test_four_slow_processes_on_one_study_never_start_more_than_n_trials(greenai, tiny, tmp_path):
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text(SLOW_UNDER_THE_LOCK)
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (str(slow), os.environ.get("PYTHONPATH")) if p)}
+    args = ["-m", "searcher=random", "space=paper3", "sweep.study_name=slow", "hydra.sweeper.n_trials=8", *tiny]
+    logs = [tmp_path / f"worker{i}.log" for i in range(4)]
+    procs = [greenai.start(*args, log=log, extra_env=env) for log in logs]
+    codes = [p.wait(timeout=900) for p in procs]
+    assert codes == [0, 0, 0, 0], [log.read_text()[-2000:] for log in logs]
+    states = Counter(t.state.name for t in optuna_trials(greenai.cwd))
+    assert states["COMPLETE"] == 8 and not states["RUNNING"] and not states["WAITING"], states
+    assert len(by_state(trial_runs(mlflow_runs(greenai.cwd)), "finished")) == 8, "no surplus trial was trained"
+
+
 def test_energy_counters_failing_mid_run_fall_back_and_label_the_run_partial(tmp_path, fashion_root, monkeypatch):
     """Zeus reads the first windows, then its counter stops answering: the trial goes on, the
     unread windows are estimated, and the run says `partial`."""

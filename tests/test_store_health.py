@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -152,6 +153,41 @@ def test_sound_stores_absent_and_empty_files_pass(tmp_path):
     (tmp_path / "empty.db").touch()
     check_store(f"sqlite:///{tmp_path / 'empty.db'}", "tracking.uri")
     check_store("http://127.0.0.1:9", "tracking.uri")
+
+
+def test_a_store_another_worker_is_creating_is_judged_once_it_is_done(tmp_path, monkeypatch):
+    """MLflow migrates a new sqlite file in steps, under the store's creation lock (greenai's
+    tracking.client): a worker starting alongside must not take the revision committed so far
+    for an older schema (two workers on one fresh mlflow.db: one refused it, exit status 2)."""
+    from greenai.stores import health as store_health
+    from greenai.stores.url import CREATE, StoreURL
+
+    path = mlflow_db(tmp_path)
+    head = _revisions("mlflow")[1][0]
+    read, checked, real = threading.Event(), {}, store_health._sqlite_problem
+
+    def noted_read(*args):
+        try:
+            return real(*args)
+        finally:
+            read.set()
+
+    def check():
+        try:
+            check_store(f"{SQLITE}{path}", "tracking.uri")
+        except ConfigError as exc:
+            checked["refused"] = str(exc)
+        checked["done"] = True
+
+    monkeypatch.setattr(store_health, "_sqlite_problem", noted_read)
+    with StoreURL.parse(f"{SQLITE}{path}").lock(CREATE):
+        with_revision(path, older("mlflow"))  # the creating worker is halfway through its migrations
+        checker = threading.Thread(target=check)
+        checker.start()
+        assert read.wait(60), "the check read the file"
+        with_revision(path, head)  # ... and done
+    checker.join(60)
+    assert checked == {"done": True}, checked
 
 
 # Commands a user types, with a store file broken outside the working folder (assert_refused

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import subprocess
+import sys
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -16,7 +18,7 @@ import optuna
 import pytest
 from datasets_on_disk import tiny_args
 from servers import Postgres
-from stores import assert_every_epoch_once, by_state, mlflow_runs, sweep_runs, trial_runs
+from stores import assert_every_epoch_once, by_state, mlflow_runs, optuna_trials, sweep_runs, trial_runs
 from test_reliability import wait_for
 
 
@@ -110,9 +112,9 @@ def test_past_the_busy_budget_a_run_stops_with_one_line_naming_the_store(greenai
 
 
 def test_past_the_busy_budget_a_study_write_stops_with_one_line_naming_the_store(tmp_path, monkeypatch, caplog):
+    from greenai.errors import StoreUnavailable
     from greenai.stores.study_storage import make_storage
     from greenai.stores.url import StoreURL
-    from greenai.stores.waits import StoreUnavailable
 
     monkeypatch.setenv("GREENAI_STORE_BUSY_SECONDS", "1")
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
@@ -123,10 +125,100 @@ def test_past_the_busy_budget_a_study_write_stops_with_one_line_naming_the_store
     with locked(tmp_path / "optuna.db"), caplog.at_level(logging.WARNING), pytest.raises(StoreUnavailable) as stopped:
         trial.set_user_attr("energy_j", 1.0)
     assert str(stopped.value).startswith(f"sweep.storage={url}: {tmp_path / 'optuna.db'} stayed locked")
-    assert len(lines_with(caplog.text, "locked by another process; waiting up to 1 s")) == 1
+    assert len(lines_with(caplog.text, "waiting while it makes progress, up to 1 s without any")) == 1
     time.sleep(1.5)  # greenai fails calls at once for a budget's length after giving up on a store
     trial.set_user_attr("energy_j", 2.0)  # the lock is gone: it answers again
     assert study.trials[0].user_attrs == {"energy_j": 2.0}
+
+
+# Another process that keeps the sqlite file busy but makes progress: it commits a write every
+# 0.2 s and takes the lock again at once, for `seconds` (a worker writing back to back).
+BUSY_NEIGHBOUR = """
+import sqlite3, sys, time
+connection = sqlite3.connect(sys.argv[1], timeout=60, isolation_level=None)
+connection.execute("CREATE TABLE IF NOT EXISTS neighbour (at REAL)")
+connection.execute("BEGIN IMMEDIATE")
+print("holding", flush=True)
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    connection.execute("INSERT INTO neighbour VALUES (?)", (time.time(),))
+    time.sleep(0.2)
+    connection.execute("COMMIT")
+    connection.execute("BEGIN IMMEDIATE")
+connection.execute("DROP TABLE neighbour")
+connection.execute("COMMIT")
+"""
+
+
+def busy_neighbour(db: Path, seconds: float) -> subprocess.Popen:
+    """Start BUSY_NEIGHBOUR on `db` and return once it holds the lock."""
+    neighbour = subprocess.Popen(
+        [sys.executable, "-c", BUSY_NEIGHBOUR, str(db), str(seconds)], stdout=subprocess.PIPE, text=True
+    )
+    assert neighbour.stdout.readline().strip() == "holding"
+    return neighbour
+
+
+def test_a_store_busy_with_another_writers_progress_is_waited_for_past_the_budget(tmp_path, monkeypatch, caplog):
+    """The busy limit is for a lock that is stuck: while the holder commits, greenai waits,
+    however long; the one waiting line names the store and since when it is locked."""
+    from greenai.stores import waits as store_waits
+    from greenai.stores.url import StoreURL
+
+    monkeypatch.setenv("GREENAI_STORE_BUSY_SECONDS", "1")
+    db = tmp_path / "mlflow.db"
+    sqlite3.connect(db).close()
+    neighbour = busy_neighbour(db, 5)
+
+    def write() -> None:
+        connection = sqlite3.connect(db, timeout=0.3, isolation_level=None)
+        try:
+            connection.execute("CREATE TABLE IF NOT EXISTS ours (x)")
+        finally:
+            connection.close()
+
+    store = StoreURL.parse(f"sqlite:///{db}", key="tracking.uri")
+    started = time.monotonic()
+    with caplog.at_level(logging.INFO):
+        store_waits.retry(write, store, ("busy",))
+    assert time.monotonic() - started > 1, "written after waiting longer than the budget, not refused"
+    assert neighbour.wait(timeout=60) == 0
+    waits = lines_with(caplog.text, f"tracking.uri=sqlite:///{db} ({db}): locked by another process since ")
+    assert len(waits) == 1, caplog.text
+    assert "waiting while it makes progress, up to 1 s without any (GREENAI_STORE_BUSY_SECONDS)" in waits[0]
+    assert len(lines_with(caplog.text, "answers again")) == 1
+
+
+@pytest.mark.slow
+def test_four_workers_wait_for_their_mlflow_file_while_another_writer_keeps_committing(greenai, fashion_root, tmp_path):
+    """Four sweeping processes on one mlflow.db and one optuna.db; mid-sweep another process
+    keeps mlflow.db busy, committing, for longer than the busy limit (MLflow's own sqlite wait
+    is 20 s a call, so 50 s is two whole waits, each past the 5 s limit): every worker waits and
+    finishes."""
+    args = [
+        "-m",
+        "searcher=random",
+        "space=paper3",
+        "sweep.study_name=shared",
+        "hydra.sweeper.n_trials=4",
+        *tiny_args(fashion_root, tmp_path / "cache", epochs=2),
+    ]
+    logs = [tmp_path / f"worker{i}.log" for i in range(4)]
+    procs = [greenai.start(*args, log=log, extra_env={"GREENAI_STORE_BUSY_SECONDS": "5"}) for log in logs]
+    deadline = time.monotonic() + 600
+    while not any("] epoch   1/2" in log.read_text() for log in logs):  # a trial is training
+        assert all(p.poll() is None for p in procs) and time.monotonic() < deadline, logs[0].read_text()[-3000:]
+        time.sleep(0.2)
+    neighbour = busy_neighbour(greenai.cwd / "mlflow.db", 50)
+    codes = [p.wait(timeout=900) for p in procs]
+    assert neighbour.wait(timeout=60) == 0
+    texts = [log.read_text() for log in logs]
+    assert codes == [0, 0, 0, 0], [t[-2000:] for t in texts]
+    assert any("locked by another process since" in t for t in texts), "the workers met the busy file"
+    assert not any("greenai: error" in t for t in texts)
+    assert Counter(t.state.name for t in optuna_trials(greenai.cwd)) == {"COMPLETE": 4}
+    runs = mlflow_runs(greenai.cwd)
+    assert len(by_state(trial_runs(runs), "finished")) == 4 and len(sweep_runs(runs)) == 1
 
 
 @pytest.fixture

@@ -87,6 +87,48 @@ def test_claims_never_overshoot_n_trials(tmp_path):
     assert s.claim(batch=4, n_trials=6)[0] == []
 
 
+def after_each_read(s: SweepStudy, monkeypatch, then) -> None:
+    """Calls `then()` once, right after the claiming worker's next read of the study's trials:
+    another worker acting at that moment, which a loaded machine makes likely."""
+    read, pending = s.storage.get_all_trials, [then]
+
+    def read_then_act(*args, **kwargs):
+        trials = read(*args, **kwargs)
+        while pending:
+            pending.pop()()
+        return trials
+
+    monkeypatch.setattr(s.storage, "get_all_trials", read_then_act)
+
+
+def another_worker(tmp_path) -> optuna.Study:
+    """The study as another process sees it: its own storage, its own cache."""
+    return optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+
+
+def test_a_trial_another_worker_finishes_while_a_claim_counts_is_counted_once(tmp_path, monkeypatch):
+    s = study(tmp_path)
+    other = another_worker(tmp_path)
+    theirs = other.ask()
+    after_each_read(s, monkeypatch, lambda: other.tell(theirs, 0.5))
+    trials, finished, running = s.claim(batch=4, n_trials=2)
+    assert len(trials) == 1, f"{finished} finished and {running} running: room for one trial"
+    assert len(s.trials()) == 2
+
+
+def test_a_trial_asked_past_n_trials_is_failed_as_surplus_and_not_handed_out(tmp_path, monkeypatch):
+    s = study(tmp_path)
+    other = another_worker(tmp_path)
+    # A worker that asks without the study's lock (greenai's lock is per host: a second machine
+    # on a shared sqlite file, or a foreign tool): its trial lands after the claim counted.
+    after_each_read(s, monkeypatch, other.ask)
+    trials, _, _ = s.claim(batch=4, n_trials=2)
+    assert [t.number for t in trials] == [1]
+    surplus = s.frozen(2)
+    assert surplus.state == TrialState.FAIL
+    assert surplus.user_attrs[names.FAILURE_ATTR].startswith("surplus: 2 trials (n_trials=2) were started before it")
+
+
 def test_a_trial_left_running_by_a_dead_process_is_failed_and_queued_again_once(tmp_path):
     s = study(tmp_path)
     trial = s.study.ask({"lr": FloatDistribution(1e-5, 1e-1)})
@@ -100,16 +142,23 @@ def test_a_trial_left_running_by_a_dead_process_is_failed_and_queued_again_once(
 
 
 def test_a_trial_whose_job_stopped_beating_is_failed_and_its_point_queued_again(tmp_path):
-    s = study(tmp_path, grace=1)
+    grace = 8  # long enough that the first look below comes within it, however slow the machine
+    s = study(tmp_path, grace=grace)
     trial = s.study.ask({"lr": FloatDistribution(1e-5, 1e-1)})
     trial.set_user_attr(names.OWNER_ATTR, "another-host:123")  # liveness unknown from here
+    beat = time.monotonic()
     s.storage.record_heartbeat(
         s.storage.get_trial_id_from_study_id_trial_number(s.storage.get_study_id_from_name("s"), trial.number)
     )
     s.recover_interrupted({"lr"})
+    assert time.monotonic() - beat < grace, "looked within the grace period"
     assert s.frozen(trial.number).state == TrialState.RUNNING, "a fresh heartbeat: still alive"
-    time.sleep(2.2)
-    s.recover_interrupted({"lr"})
+    # Looked at again until the heartbeat is stale, however long the machine takes to get there.
+    while s.frozen(trial.number).state == TrialState.RUNNING:
+        assert time.monotonic() - beat < 60, "still running a minute after its last heartbeat"
+        time.sleep(0.2)
+        s.recover_interrupted({"lr"})
+    assert time.monotonic() - beat > grace, "failed only once its heartbeat was older than the grace period"
     assert s.frozen(trial.number).state == TrialState.FAIL
     (retry,) = s.trials(TrialState.WAITING)
     assert retry.user_attrs[names.RETRY_ATTR] == trial.number

@@ -9,6 +9,7 @@ from collections import Counter
 
 import pytest
 from stores import by_state, mlflow_runs, optuna_trials, sweep_runs, trial_runs
+from test_reliability import wait_for
 
 from greenai.sweep.totals import pareto_front
 
@@ -104,10 +105,7 @@ def test_a_killed_sweep_resumes_to_exactly_n_trials(greenai, fashion_root, tmp_p
     ]
     log = tmp_path / "first.log"
     proc = greenai.start(*args, log=log)
-    deadline = time.monotonic() + 300
-    while "2/5 trials finished" not in log.read_text() and time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()
-        time.sleep(0.2)
+    wait_for(log, "2/5 trials finished", proc)
     proc.kill()  # SIGKILL: no clean-up runs in the killed process
     proc.wait()
     greenai(*args)

@@ -30,11 +30,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from greenai.config import GREENAI_TARGETS
-from greenai.errors import EXIT_STORE_FULL, BadInput, GreenAIError, fail, interrupt_on_sigterm
+from greenai.errors import BadInput, GreenAIError, StoreFull, fail, interrupt_on_sigterm
 from greenai.stores import log_files
-from greenai.stores.full_disk import stop_line
+from greenai.stores.full_disk import exit_on_full
 from greenai.stores.redaction import redact_logs
-from greenai.stores.waits import StoreFull
 from greenai.trial.app_settings import DEFAULTS_LINE, job_config
 from greenai.trial.app_trial import AppTrial, EpochWindows
 from greenai.trial.job import JobContext, discard_run_folder
@@ -52,7 +51,7 @@ def said(exc: GreenAIError, where: str = "run", before_run: bool = False) -> NoR
     if JobContext.is_multirun():
         raise exc
     if isinstance(exc, StoreFull):
-        fail(stop_line(exc, where), EXIT_STORE_FULL)
+        exit_on_full(exc, where)
     if before_run and isinstance(exc, BadInput) and HydraConfig.initialized():
         discard_run_folder()
     fail(str(exc))

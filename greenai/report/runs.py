@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from greenai import names
 from greenai.errors import GreenAIError
 from greenai.report.run_cache import Reading, read_runs
 from greenai.stores.run_rows import GROSS, NET, RunRecord, TrialRow, row_from_record
@@ -26,9 +27,9 @@ class SweepInfo:
 
 def _searcher(tags: dict[str, str]) -> str:
     """The sweep's searcher; for runs from before greenai tagged it, read from its command."""
-    if "greenai.searcher" in tags:
-        return tags["greenai.searcher"]
-    for word in tags.get("greenai.command", "").split():
+    if names.SEARCHER in tags:
+        return tags[names.SEARCHER]
+    for word in tags.get(names.COMMAND, "").split():
         if word.startswith("searcher="):
             return word.split("=", 1)[1]
     return "unknown"
@@ -40,7 +41,7 @@ def sweep_from_record(record: RunRecord) -> SweepInfo:
         run_id=record.run_id,
         name=record.name or record.run_id,
         searcher=_searcher(tags),
-        search_space=tags.get("greenai.search_space", ""),
+        search_space=tags.get(names.SEARCH_SPACE, ""),
         status=record.status,
         tags=tags,
         metrics=record.metrics,
@@ -76,15 +77,15 @@ def load(
 
 def select(experiment: str, records: Sequence[RunRecord], sweep: str | None, energy_metric: str) -> RunSet:
     """The report's runs among an experiment's `records` (oldest first)."""
-    sweeps = [sweep_from_record(r) for r in records if r.tags.get("greenai.run_kind") == "sweep"]
+    sweeps = [sweep_from_record(r) for r in records if r.tags.get(names.RUN_KIND) == "sweep"]
     if sweep is not None:
         sweeps = [s for s in sweeps if sweep in (s.run_id, s.name)]
         if not sweeps:
             raise GreenAIError(
                 f"report.sweep={sweep}: no sweep (parent run) with that id or name in experiment {experiment}"
             )
-        records = [r for r in records if r.tags.get("mlflow.parentRunId") == sweeps[0].run_id]
-    trials = [r for r in records if r.tags.get("greenai.run_kind", "trial") == "trial"]
+        records = [r for r in records if r.tags.get(names.PARENT) == sweeps[0].run_id]
+    trials = [r for r in records if r.tags.get(names.RUN_KIND, "trial") == "trial"]
     rows = [row_from_record(r, energy_metric) for r in trials]
     if not any(r.state in ("finished", "pruned") and r.accuracy is not None for r in rows):
         where = f"sweep {sweep}" if sweep else f"experiment {experiment}"

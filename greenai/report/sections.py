@@ -397,4 +397,4 @@ def incidents(rows: Sequence[TrialRow]) -> Section:
 def reason(row: TrialRow) -> str:
     if row.state == "pruned":
         return f"stopped after {int(row.metrics.get('epochs_run', 0))} epochs"
-    return row.tags.get("greenai.failure_reason", "")
+    return row.tags.get(names.FAILURE_REASON, "")

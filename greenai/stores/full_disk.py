@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from greenai.errors import EXIT_STORE_FULL, fail
+from greenai.errors import EXIT_STORE_FULL, StoreFull, fail
 from greenai.stores import waits as store_waits
-from greenai.stores.waits import StoreFull
+from greenai.stores.url import StoreURL
 
 
 def folder_full(
@@ -38,7 +38,7 @@ def folder_full(
     if fault is None or fault.kind != "full":
         return None
     fault = dataclasses.replace(fault, file=fault.file or str(file or folder))
-    return store_waits.full(store_waits.Store(key, str(folder)), fault)
+    return store_waits.full(StoreURL.parse(str(folder), key=key), fault)
 
 
 def output_folder() -> tuple[str, Path]:
@@ -70,6 +70,12 @@ def stop_line(exc: StoreFull, where: str) -> str:
     return f"{exc}; {NEXT_STEP[where]}"
 
 
+def exit_on_full(exc: StoreFull, where: str) -> NoReturn:
+    """The command ends on a full store: its one line (stop_line) and exit status 3. Every
+    command and callback that ends on a full store ends here."""
+    fail(stop_line(exc, where), EXIT_STORE_FULL)
+
+
 class RunFolderCallback(Callback):
     """A single run whose Hydra files met a full disk before the run started (Hydra writes
     `<hydra.run.dir>/.hydra/*.yaml` first): one line naming hydra.run.dir and exit status 3,
@@ -85,7 +91,7 @@ class RunFolderCallback(Callback):
         folder = Path(str(config.hydra.runtime.cwd)) / str(config.hydra.run.dir)
         stopped = folder_full("hydra.run.dir", folder, error)
         if stopped is not None:
-            fail(stop_line(stopped, "run not started"), EXIT_STORE_FULL)
+            exit_on_full(stopped, "run not started")
 
 
 def _raised_in_hydra(error: BaseException) -> bool:

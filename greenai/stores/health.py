@@ -20,6 +20,7 @@ from urllib.parse import quote
 from greenai.errors import ConfigError
 from greenai.stores import waits as store_waits
 from greenai.stores.redaction import redact
+from greenai.stores.url import StoreURL
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 # The store each key takes, and a table only that kind of store has.
@@ -32,16 +33,29 @@ FOREIGN = {"mlflow": "an MLflow tracking database", "optuna": "an Optuna study d
 def check_store(url: str, key: str) -> None:
     """Raise ConfigError naming `key`, the file and what is wrong with the store file at `url`;
     other stores (servers, folders) and absent or empty files pass."""
-    store = store_waits.Store(key, url)
+    store = StoreURL.parse(url, key=key)
     if store.file is None or not Path(store.file).is_file() or Path(store.file).stat().st_size == 0:
         return
     path = Path(store.file)
     if url.startswith("journal://"):
         problem = _journal_problem(path)
     else:
-        problem = store_waits.retry(lambda: _sqlite_problem(path, KINDS.get(key)), store, ("busy",))
+        problem = _settled_sqlite_problem(path, store)
     if problem:
         raise ConfigError(key, redact(url), f"{path} {problem}")
+
+
+def _settled_sqlite_problem(path: Path, store: StoreURL) -> str | None:
+    """What is wrong with the sqlite file, judged once any greenai worker creating it is done:
+    a worker starting alongside it would otherwise read a schema migrated halfway as older."""
+
+    def problem() -> str | None:
+        return store_waits.retry(lambda: _sqlite_problem(path, KINDS.get(store.key)), store, ("busy",))
+
+    if problem() is None:
+        return None
+    with store.created():
+        return problem()
 
 
 def _sqlite_problem(path: Path, kind: str | None) -> str | None:

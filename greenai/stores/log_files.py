@@ -17,8 +17,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from greenai.errors import StoreFull
 from greenai.stores.full_disk import folder_full, output_folder
-from greenai.stores.waits import StoreFull
 
 log = logging.getLogger(__name__)
 _GUARDED = "_greenai_full_disk_guard"

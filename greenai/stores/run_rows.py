@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from greenai import names
+
 _STATE_BY_STATUS = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "killed", "RUNNING": "running"}
 GROSS, NET = "energy_j", "net_energy_j"
 
@@ -87,7 +89,7 @@ class TrialRow:
 def trial_state(status: str, tags: dict[str, str]) -> str:
     """greenai's state of a trial (finished, pruned, failed, killed, running) from MLflow's
     status and greenai's tag."""
-    state = tags.get("greenai.trial_state", _STATE_BY_STATUS.get(status, status.lower()))
+    state = tags.get(names.TRIAL_STATE, _STATE_BY_STATUS.get(status, status.lower()))
     if state == "running" and status != "RUNNING":  # closed without greenai's tag (older versions)
         state = _STATE_BY_STATUS.get(status, status.lower())
     return state
@@ -116,7 +118,7 @@ def row_from_record(record: RunRecord, energy_metric: str = GROSS) -> TrialRow:
     return TrialRow(
         run_id=record.run_id,
         name=record.name,
-        round=_int(tags.get("greenai.round")),
+        round=_int(tags.get(names.ROUND)),
         state=trial_state(record.status, tags),
         status=record.status,
         accuracy=metrics.get("accuracy"),
@@ -125,8 +127,8 @@ def row_from_record(record: RunRecord, energy_metric: str = GROSS) -> TrialRow:
         energy_source=tags.get("energy_source"),
         model=params.get("model.name"),
         dataset=params.get("dataset.name"),
-        searcher=tags.get("greenai.searcher"),
-        parent_id=tags.get("mlflow.parentRunId"),
+        searcher=tags.get(names.SEARCHER),
+        parent_id=tags.get(names.PARENT),
         conv_layers=_int(params.get("arch.conv_layers" if counted else "conv_layers"))
         if simplecnn or counted
         else None,

@@ -48,6 +48,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run, RunData, RunInfo, RunTag
 from mlflow.exceptions import MlflowException
 
+from greenai import names
 from greenai.errors import causes
 from greenai.stores.locks import file_lock
 from greenai.stores.owner import owner_alive
@@ -56,7 +57,7 @@ from greenai.stores.redaction import redact
 log = logging.getLogger(__name__)
 
 SPOOL_DIR_ENV = "GREENAI_SPOOL_DIR"
-SPOOL_TAG = "greenai.spool_id"
+SPOOL_TAG = names.SPOOL_ID
 NOTE = "mlflow.note.content"
 NOTE_PREFIX = "Spooled: "
 LOCAL_PREFIX = "spooled-"

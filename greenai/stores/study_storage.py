@@ -23,7 +23,7 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial
 
 from greenai import names
-from greenai.stores.url import StoreURL
+from greenai.stores.url import CREATE, StoreURL
 from greenai.stores.waiting_storage import patient
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,9 @@ def deliberate_use() -> Iterator[None]:
 
 
 # sqlite waits this long for another writer's lock before a call fails ("database is locked");
-# greenai.stores.waits then says once that it waits, and tries again up to its busy budget
-# (GREENAI_STORE_BUSY_SECONDS, 120 s), so several workers can share one study file.
+# greenai.stores.waits then says once that it waits, and tries again while other workers commit
+# to the file, or up to its busy budget without a commit (GREENAI_STORE_BUSY_SECONDS, 120 s), so
+# several workers can share one study file.
 SQLITE_BUSY_SECONDS = 5
 # Optuna only uses the interval inside study.optimize, which greenai does not call; jobs record
 # heartbeats per epoch. Any positive value enables the heartbeat table.
@@ -67,9 +68,9 @@ def make_storage(store: StoreURL, grace_seconds: int = 600) -> BaseStorage:
     """The study storage for `store` (one per process), created under the store's lock:
     workers starting together on a fresh database would otherwise race on creating its tables."""
     if store.url not in _STORAGES:
-        with store.lock("create"), deliberate_use():
+        with store.lock(CREATE), deliberate_use():
             # A database that is locked or away is waited for (greenai.stores.waiting_storage).
-            _STORAGES[store.url] = patient(lambda: _new_storage(store, grace_seconds), store.url)
+            _STORAGES[store.url] = patient(lambda: _new_storage(store, grace_seconds), store)
     return _STORAGES[store.url]
 
 

@@ -18,8 +18,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from greenai.errors import StoreFull
 from greenai.stores.sweep_folder import SweepFolder, write_atomic
-from greenai.stores.waits import StoreFull
 
 log = logging.getLogger(__name__)
 SWEEP_ID_ENV = "GREENAI_SWEEP_ID"

@@ -28,7 +28,7 @@ from greenai.errors import Interrupted, failure_reason
 from greenai.stores import spool
 from greenai.stores import waits as store_waits
 from greenai.stores.owner import owner_alive
-from greenai.stores.url import StoreURL
+from greenai.stores.url import CREATE, StoreURL
 
 log = logging.getLogger(__name__)
 logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -44,8 +44,14 @@ MODEL_TRAINING = "custom_model_development"
 def with_retries(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run an MLflow call, waiting (greenai.stores.waits) while sqlite says "database is locked"
     (several workers writing one store): a locked write was rolled back, so trying again is safe."""
-    store = store_waits.Store("tracking.uri", getattr(getattr(call, "__self__", None), "tracking_uri", "?"))
+    store = _tracking_store(getattr(getattr(call, "__self__", None), "tracking_uri", "?"))
     return store_waits.retry(functools.partial(call, *args, **kwargs), store, ("busy",))
+
+
+@functools.lru_cache(maxsize=16)
+def _tracking_store(uri: str) -> StoreURL:
+    """The store an MLflow client writes to (parsed once per URL, not per call)."""
+    return StoreURL.parse(uri, key="tracking.uri")
 
 
 class RetryingClient:
@@ -78,7 +84,7 @@ def client(store: StoreURL | str) -> Any:
     runs that dead processes of this host left RUNNING are closed then."""
     store = as_store(store)
     if store.url not in _CLIENTS:
-        with store.lock():
+        with store.lock(CREATE):
             created = MlflowClient(tracking_uri=store.url)
             if not spool.spools(store.url):  # a server's store is the server's business
                 created.search_experiments(max_results=1)  # creates and migrates the store now

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
@@ -25,21 +25,29 @@ from greenai.stores.redaction import redact
 
 JOURNAL = "journal:"
 LOCK_SUFFIX = ".greenai-lock"
+# The step that creates a store (MLflow and Optuna create and migrate their tables): its lock.
+CREATE = "create"
 
 
 @dataclass(frozen=True)
 class StoreURL:
-    """One store: what kind it is, the URL to hand to MLflow or Optuna, and its file if any."""
+    """One store: what kind it is, the URL to hand to MLflow or Optuna, and its file if any;
+    with the config key that named it, what messages about it (waits, a full disk) say."""
 
     url: str
     kind: str  # sqlite, journal, database (a server SQLAlchemy reaches), http, file, other
     path: Path | None = None  # the sqlite or journal file, or the MLflow file store's folder
     backend: str | None = None  # SQLAlchemy's backend name (sqlite, postgresql, mysql, ...)
+    key: str = field(default="", compare=False)  # tracking.uri, sweep.storage, hydra.sweep.dir, ...
+    named: str = field(default="", compare=False)  # the URL as the user wrote it
 
     @classmethod
-    def parse(cls, raw: str, base: str | Path = ".") -> StoreURL:
-        """Parse `raw`, taking relative file paths from `base`."""
-        raw = str(raw)
+    def parse(cls, raw: str, base: str | Path = ".", key: str = "") -> StoreURL:
+        """Parse `raw`, taking relative file paths from `base`; `key`: the config key naming it."""
+        return replace(cls._parsed(str(raw), base), key=key, named=str(raw))
+
+    @classmethod
+    def _parsed(cls, raw: str, base: str | Path) -> StoreURL:
         if raw.startswith(JOURNAL):
             path = _absolute(raw[len(JOURNAL) :].removeprefix("//"), base)
             return cls(f"{JOURNAL}//{path}", "journal", path)
@@ -69,6 +77,21 @@ class StoreURL:
         path = _absolute(url.database, base)
         return cls(_render(url.set(database=str(path))), "sqlite", path, backend)
 
+    def keyed(self, key: str) -> StoreURL:
+        """This store, named by `key` in messages."""
+        return replace(self, key=key)
+
+    @property
+    def label(self) -> str:
+        """What messages call the store: its key and URL as the user wrote them, any password hidden."""
+        shown = redact(self.named or self.url)
+        return f"{self.key}={shown}" if self.key else shown
+
+    @property
+    def file(self) -> str | None:
+        """The sqlite or journal file whose lock a writer holds; None for other stores."""
+        return str(self.path) if self.kind in ("sqlite", "journal") and self.path is not None else None
+
     @property
     def redacted(self) -> str:
         """The URL with any password hidden: what logs, params and messages show."""
@@ -86,13 +109,27 @@ class StoreURL:
         store, opening a sweep's parent run, counting then asking trials): a lock file beside a
         sqlite or journal file, an advisory lock on PostgreSQL, nothing for servers that
         serialise writes themselves (MLflow's HTTP server)."""
-        if self.kind in ("sqlite", "journal") and self.path is not None:
-            # One lock file per step's name: flock is not re-entrant, and different steps (creating
-            # the store, asking trials) need not wait for each other.
-            return file_lock(Path(f"{self.path}.{_short(name)}{LOCK_SUFFIX}"))
+        lock_file = self._lock_file(name)
+        if lock_file is not None:
+            return file_lock(lock_file)
         if self.backend == "postgresql":
             return postgres_lock(self.url, name)
         return contextlib.nullcontext()
+
+    def created(self) -> contextlib.AbstractContextManager[None]:
+        """Held once no greenai process is creating this store file (MLflow migrates a new
+        sqlite file in steps, each committed, under the CREATE lock): what it committed so far
+        reads as an older schema. Nothing to wait for where no greenai process ever created the
+        file (no lock file beside it), so checking a file leaves nothing new beside it."""
+        lock_file = self._lock_file(CREATE)
+        return file_lock(lock_file) if lock_file is not None and lock_file.exists() else contextlib.nullcontext()
+
+    def _lock_file(self, name: str) -> Path | None:
+        if self.kind not in ("sqlite", "journal") or self.path is None:
+            return None
+        # One lock file per step's name: flock is not re-entrant, and different steps (creating
+        # the store, asking trials) need not wait for each other.
+        return Path(f"{self.path}.{_short(name)}{LOCK_SUFFIX}")
 
     def __str__(self) -> str:
         return self.url

@@ -24,7 +24,8 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import TrialState
 
 from greenai.stores import waits as store_waits
-from greenai.stores.waits import Store, fault_of
+from greenai.stores.url import StoreURL
+from greenai.stores.waits import fault_of
 
 T = TypeVar("T")
 # Written each epoch by a training job and read only by the sweeper's budget and the pruner:
@@ -56,7 +57,7 @@ class PatientStorage(BaseStorage):
     """Wraps the storage Optuna would use for `url` (its RDB storage behind Optuna's cache, or a
     journal storage); every BaseStorage method is delegated (see the loop after the class)."""
 
-    def __init__(self, inner: BaseStorage, store: Store) -> None:
+    def __init__(self, inner: BaseStorage, store: StoreURL) -> None:
         self._inner = inner
         self._store = store
         self._kept: list[tuple[str, tuple[Any, ...]]] = []
@@ -202,10 +203,10 @@ class PatientHeartbeatStorage(PatientStorage, BaseHeartbeat):
         return self._inner.get_heartbeat_stale_trial_callback()
 
 
-def patient(make: Callable[[], BaseStorage], url: str) -> PatientStorage:
+def patient(make: Callable[[], BaseStorage], store: StoreURL) -> PatientStorage:
     """The storage `make` opens, as Optuna would use it (its cache around an RDB storage),
     waiting for its database while opening it too."""
-    store = Store("sweep.storage", url)
+    store = store.keyed("sweep.storage")
     opened = optuna.storages.get_storage(store_waits.retry(make, store))
     kind = PatientHeartbeatStorage if isinstance(opened, BaseHeartbeat) else PatientStorage
     return kind(opened, store)

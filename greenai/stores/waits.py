@@ -2,8 +2,10 @@
 
 A store call that fails because another process holds the sqlite file's write lock ("busy"),
 or because the database server does not answer ("away"), is tried again with backoff. The
-first failure of an episode says once what greenai waits for, the first success after it says
-the store answers again, and past the budget one line names the store (StoreUnavailable).
+first failure of an episode says once what greenai waits for and since when, the first success
+after it says the store answers again, and past the budget one line names the store
+(StoreUnavailable). The busy budget is for a lock that is stuck: while the store's file keeps
+changing (its holder commits), a worker sharing it waits, however long the holder works.
 A full disk ("full") is never waited for: it does not get better by itself, so the call fails
 at once with StoreFull, one line naming the store and the file. Other errors (a bad value) are
 raised as they are.
@@ -21,8 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from greenai.errors import GreenAIError, causes
+from greenai.errors import GreenAIError, StoreFull, StoreUnavailable, causes
 from greenai.stores.redaction import redact
+from greenai.stores.url import StoreURL
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,37 +37,6 @@ BUSY_SECONDS_ENV = "GREENAI_STORE_BUSY_SECONDS"
 AWAY_SECONDS_ENV = "GREENAI_STORE_AWAY_SECONDS"
 DEFAULT_SECONDS = {"busy": 120.0, "away": 900.0}
 MAX_DELAY_SECONDS = 5.0
-
-
-class StoreUnavailable(GreenAIError):
-    """A store stayed locked or away longer than greenai waits: one line naming it."""
-
-
-class StoreFull(GreenAIError):
-    """The disk holding a store is full: one line naming the store and the file. The trial it
-    stops is interrupted, not failed by its own doing: its MLflow run ends KILLED and its Optuna
-    trial FAIL marked interrupted, so resuming the study runs its point again."""
-
-    trial_state = "killed"  # read by tracking.end_state and StudyLink.finish
-
-
-@dataclass(frozen=True)
-class Store:
-    """A store as the user named it: the config key and its URL (shown with any password hidden)."""
-
-    key: str
-    url: str
-
-    @property
-    def file(self) -> str | None:
-        for prefix in ("sqlite:///", "journal://"):
-            if self.url.startswith(prefix):
-                return self.url[len(prefix) :].split("?", 1)[0]
-        return None
-
-    @property
-    def label(self) -> str:
-        return f"{self.key}={redact(self.url)}" if self.key else redact(self.url)
 
 
 @dataclass(frozen=True)
@@ -145,39 +117,78 @@ def budget_seconds(kind: str) -> float:
         return DEFAULT_SECONDS[kind]
 
 
+# A store file's companions that change when a writer commits: sqlite's rollback journal or
+# write-ahead log (not -shm, which readers change too).
+COMMIT_TRACES = ("", "-journal", "-wal")
+
+
+def file_marks(store: StoreURL) -> tuple[tuple[int, int] | None, ...] | None:
+    """What a commit to the store's file changes (modification time and size of the file and its
+    journal or WAL); None for a store that is no local file."""
+    if store.file is None:
+        return None
+    marks = []
+    for suffix in COMMIT_TRACES:
+        try:
+            stat = os.stat(store.file + suffix)
+        except OSError:
+            marks.append(None)
+            continue
+        marks.append((stat.st_mtime_ns, stat.st_size))
+    return tuple(marks)
+
+
 @dataclass
 class _Episode:
     fault: Fault
-    since: float
+    since: float  # when the first failing call began (time.monotonic)
+    moved_at: float  # when the store was last seen to move, its holder committing (time.monotonic)
+    marks: tuple[tuple[int, int] | None, ...] | None = None
     given_up_at: float | None = None
+
+    def stalled(self, store: StoreURL) -> float:
+        """Seconds the store has not moved (for a fault that is no busy file: since the episode
+        began): a file its holder keeps committing to is busy, not stuck."""
+        now, marks = time.monotonic(), file_marks(store) if self.fault.kind == "busy" else None
+        if marks is not None and self.marks is not None and marks != self.marks:
+            self.moved_at = now
+        self.marks = marks
+        return now - self.moved_at
+
+    @property
+    def clock(self) -> str:
+        """When the episode began, as the console's clock says it."""
+        return time.strftime("%H:%M:%S", time.localtime(time.time() - (time.monotonic() - self.since)))
 
 
 _EPISODES: dict[str, _Episode] = {}
 _GUARD = threading.Lock()
 
 
-def waiting(store: Store, fault: Fault, keeping: bool = False) -> _Episode:
-    """The store's waiting episode, begun (and said, once) if none is open."""
+def waiting(store: StoreURL, fault: Fault, keeping: bool = False, began: float | None = None) -> _Episode:
+    """The store's waiting episode, begun (and said, once) if none is open; `began`: when the
+    call that failed started (it may have waited in the driver first)."""
     with _GUARD:
         episode = _EPISODES.get(store.label)
         if episode is None:
-            episode = _EPISODES[store.label] = _Episode(fault, time.monotonic())
-            where = f" ({store.file})" if store.file and fault.kind == "busy" else ""
-            then = "writes of the running trial are kept meanwhile; " if keeping else ""
-            seconds = budget_seconds(fault.kind)
-            log.warning(
-                "%s%s: %s; %swaiting up to %.0f s (%s)",
-                store.label,
-                where,
-                fault.detail,
-                then,
-                seconds,
-                _env(fault.kind),
-            )
+            now = time.monotonic()
+            episode = _EPISODES[store.label] = _Episode(fault, min(began or now, now), now)
+            episode.stalled(store)  # the file as it is now: a later commit is progress
+            log.warning("%s", _waiting_line(store, episode, keeping))
         return episode
 
 
-def answered(store: Store) -> None:
+def _waiting_line(store: StoreURL, episode: _Episode, keeping: bool) -> str:
+    fault, seconds, env = episode.fault, budget_seconds(episode.fault.kind), _env(episode.fault.kind)
+    then = "writes of the running trial are kept meanwhile; " if keeping else ""
+    if fault.kind == "busy" and store.file:
+        where, until = f" ({store.file})", f"while it makes progress, up to {seconds:.0f} s without any ({env})"
+    else:
+        where, until = "", f"up to {seconds:.0f} s ({env})"
+    return f"{store.label}{where}: {fault.detail} since {episode.clock}; {then}waiting {until}"
+
+
+def answered(store: StoreURL) -> None:
     """The store answered: close its episode, saying so if one was open."""
     with _GUARD:
         episode = _EPISODES.pop(store.label, None)
@@ -185,22 +196,29 @@ def answered(store: Store) -> None:
         log.info("%s answers again, after %.0f s", store.label, time.monotonic() - episode.since)
 
 
-def unavailable(store: Store, episode: _Episode) -> StoreUnavailable:
+def unavailable(store: StoreURL, episode: _Episode) -> StoreUnavailable:
     episode.given_up_at = episode.given_up_at or time.monotonic()
     seconds, kind = time.monotonic() - episode.since, episode.fault.kind
-    what = f"{store.file} stayed locked by another process" if kind == "busy" and store.file else episode.fault.detail
     limit = f"{_env(kind)}={budget_seconds(kind):.0f}"
-    return StoreUnavailable(f"{store.label}: {what} for {seconds:.0f} s, longer than greenai waits ({limit})")
+    if kind == "busy" and store.file:
+        still = episode.given_up_at - episode.moved_at
+        return StoreUnavailable(
+            f"{store.label}: {store.file} stayed locked by another process for {seconds:.0f} s (since "
+            f"{episode.clock}), with no commit to it for {still:.0f} s, longer than greenai waits ({limit})"
+        )
+    return StoreUnavailable(
+        f"{store.label}: {episode.fault.detail} for {seconds:.0f} s, longer than greenai waits ({limit})"
+    )
 
 
-def full(store: Store, fault: Fault) -> StoreFull:
+def full(store: StoreURL, fault: Fault) -> StoreFull:
     """The one line for a store whose disk is full: its key, the file and what the OS said."""
     file = fault.file or store.file
     where = f"the disk holding {file}" if file else "the disk of its server"
     return StoreFull(f"{store.label}: {where} is full ({fault.detail})")
 
 
-def passing_fault(exc: BaseException, store: Store, kinds: tuple[str, ...] = ("busy", "away")) -> Fault:
+def passing_fault(exc: BaseException, store: StoreURL, kinds: tuple[str, ...] = ("busy", "away")) -> Fault:
     """The fault of a failed call to `store`, if it is one of `kinds`, which pass and are worth
     waiting for. A full disk is raised at once as StoreFull naming the store; any other error is
     raised as it came."""
@@ -212,12 +230,13 @@ def passing_fault(exc: BaseException, store: Store, kinds: tuple[str, ...] = ("b
     return fault
 
 
-def retry(call: Callable[[], T], store: Store, kinds: tuple[str, ...] = ("busy", "away")) -> T:
+def retry(call: Callable[[], T], store: StoreURL, kinds: tuple[str, ...] = ("busy", "away")) -> T:
     """call(), tried again while it fails because `store` is busy or away (the fault `kinds`
-    waited for), up to the budget of that kind of fault; then StoreUnavailable. A full disk
-    fails at once, as StoreFull naming the store. Once greenai has given up on a store, later
-    calls fail at once for as long again, then are tried once, not waited for: a trial closing
-    after the store failed it must not wait a budget per write."""
+    waited for), up to the budget of that kind of fault (for a busy file: the budget without a
+    commit to it); then StoreUnavailable. A full disk fails at once, as StoreFull naming the
+    store. Once greenai has given up on a store, later calls fail at once for as long again,
+    then are tried once, not waited for: a trial closing after the store failed it must not
+    wait a budget per write."""
     with _GUARD:
         episode = _EPISODES.get(store.label)
     if episode is not None and episode.given_up_at is not None and episode.fault.kind in kinds:
@@ -225,12 +244,13 @@ def retry(call: Callable[[], T], store: Store, kinds: tuple[str, ...] = ("busy",
             raise unavailable(store, episode)
     delay = 0.05
     while True:
+        began = time.monotonic()
         try:
             result = call()
         except Exception as exc:
             fault = passing_fault(exc, store, kinds)
-            episode = waiting(store, fault)
-            remaining = budget_seconds(fault.kind) - (time.monotonic() - episode.since)
+            episode = waiting(store, fault, began=began)
+            remaining = budget_seconds(fault.kind) - episode.stalled(store)
             if episode.given_up_at is not None or remaining <= 0:
                 raise unavailable(store, episode) from None
             time.sleep(min(delay * (1 + random.random()), remaining))

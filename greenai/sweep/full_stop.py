@@ -24,10 +24,9 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from greenai.errors import EXIT_STORE_FULL, GreenAIError, fail
-from greenai.stores.full_disk import folder_full, stop_line
+from greenai.errors import GreenAIError, StoreFull
+from greenai.stores.full_disk import exit_on_full, folder_full
 from greenai.stores.sweep_stop import SWEEP_ID_ENV, SweepStopped, clear, mark
-from greenai.stores.waits import StoreFull
 
 
 def _sweep_dir(config: DictConfig) -> Path:
@@ -59,8 +58,8 @@ class SweepStopCallback(Callback):
             clear(_sweep_dir(config), sweep_id)
         exc = sys.exc_info()[1]  # set when the sweep is ending by an exception
         if isinstance(exc, StoreFull):  # the command's one line, in greenai's command and in a user's app alike
-            fail(stop_line(exc, "sweep"), EXIT_STORE_FULL)
+            exit_on_full(exc, "sweep")
         if not isinstance(exc, GreenAIError):
             stopped = folder_full("hydra.sweep.dir", _sweep_dir(config), exc)
             if stopped is not None:
-                fail(stop_line(stopped, "sweep"), EXIT_STORE_FULL)
+                exit_on_full(stopped, "sweep")

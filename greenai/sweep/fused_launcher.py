@@ -36,10 +36,9 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from greenai.errors import interrupt_on_sigterm
+from greenai.errors import StoreFull, interrupt_on_sigterm
 from greenai.stores import log_files, sweep_stop
 from greenai.stores.redaction import redact_logs
-from greenai.stores.waits import StoreFull
 from greenai.trial.outcome import Failed, Outcome, job_return
 
 if TYPE_CHECKING:  # torch: imported once a batch is launched

@@ -27,9 +27,16 @@ from greenai import names
 from greenai.energy.idle import cuda_context, idle_power
 from greenai.energy.ledger import Ledger
 from greenai.energy.meters import make_meter
-from greenai.errors import EXIT_STORE_FULL, GreenAIError, Interrupted, fail, failure_reason, interrupt_on_sigterm
+from greenai.errors import (
+    GreenAIError,
+    Interrupted,
+    StoreFull,
+    fail,
+    failure_reason,
+    interrupt_on_sigterm,
+)
 from greenai.stores import log_files, tracking
-from greenai.stores.full_disk import folder_full, stop_line
+from greenai.stores.full_disk import exit_on_full, folder_full
 from greenai.stores.owner import owner_alive, owner_id
 from greenai.stores.reachability import check_reachable
 from greenai.stores.redaction import redact_logs, redact_text
@@ -37,7 +44,6 @@ from greenai.stores.run_rows import row_from_run
 from greenai.stores.study_storage import make_storage, study_trials
 from greenai.stores.sweep_folder import RESULTS, SweepFolder
 from greenai.stores.url import StoreURL
-from greenai.stores.waits import StoreFull
 from greenai.sweep.ledger import SweepLedger, activate, active, summary
 from greenai.sweep.sweeper import check_sweep
 from greenai.sweep.totals import sweep_summary
@@ -68,13 +74,13 @@ class SweepRunCallback(Callback):
             self._measure_idle(config)
             self._open_ledger(config)
         except StoreFull as exc:
-            fail(stop_line(exc, "sweep"), EXIT_STORE_FULL)
+            exit_on_full(exc, "sweep")
         except GreenAIError as exc:
             fail(str(exc))
         except Exception as exc:
             stopped = folder_full("hydra.sweep.dir", Path(os.getcwd()) / str(config.hydra.sweep.dir), exc)
             if stopped is not None:  # the parent run's id or the idle power, written in the sweep folder
-                fail(stop_line(stopped, "sweep"), EXIT_STORE_FULL)
+                exit_on_full(stopped, "sweep")
             fail(
                 f"{settings_key(config, 'tracking.uri')}={redact_text(str(settings(config).tracking.uri))}: "
                 f"cannot open the sweep's MLflow run ({failure_reason(exc)})"
@@ -213,7 +219,7 @@ class SweepRunCallback(Callback):
             # store closes it. A sweep stopped by it says so in its one line; one that had ended
             # says it here.
             if not isinstance(exc, StoreFull):
-                fail(stop_line(full, "sweep"), EXIT_STORE_FULL)
+                exit_on_full(full, "sweep")
             log.debug("the sweep's run is not summarized: %s", full)
         finally:
             self.run = None

@@ -1,17 +1,21 @@
 """The sweep's Optuna study, as the sweeping process sees it: every storage call the sweeper
 makes goes through `SweepStudy`, with Optuna's public API.
 
-Trials are asked in batches under the store's lock, counting the trials other workers run, so
-several workers on one study stop at exactly `n_trials`. A trial whose process is gone (same
-host) or whose job stopped recording heartbeats (database storages, any host) is failed; an
-interrupted point is queued again, once.
+Trials are asked in batches under the store's lock, counting from one read of the study the
+trials other workers run, so several workers on one study stop at exactly `n_trials`; a trial
+asked past `n_trials` all the same (by a worker that did not take the lock) is failed as
+surplus and never run. A trial whose process is gone (same host) or whose job stopped
+recording heartbeats (database storages, any host) is failed; an interrupted point is queued
+again, once.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import time
+from collections import Counter
 from typing import Any
 
 import optuna
@@ -123,14 +127,38 @@ class SweepStudy:
         """Ask up to `batch` trials, counting under the study's lock the trials other workers
         are running: (trials, finished, running before the ask)."""
         with self.store.lock(f"study:{self.name}"):
-            finished = self.count(*FINISHED)
-            running = self.count(TrialState.RUNNING)
+            # Both counts from one read: a trial another worker finishes between two reads would
+            # be counted in neither, and one trial too many asked.
+            states = Counter(t.state for t in self.trials())
+            finished = sum(states[s] for s in FINISHED)
+            running = states[TrialState.RUNNING]
             room = n_trials - finished - running
             with deliberate_use():
                 trials = [self.study.ask() for _ in range(min(batch, room))] if room > 0 else []
             for trial in trials:
                 trial.set_user_attr(names.OWNER_ATTR, owner_id())
-        return trials, finished, running
+            return self._within(trials, n_trials), finished, running
+
+    def _within(self, asked: list[optuna.Trial], n_trials: int) -> list[optuna.Trial]:
+        """The asked trials the budget allows; the others are failed as surplus, never run.
+        A trial is allowed if fewer than `n_trials` trials numbered before it are not failed:
+        the storage numbers trials atomically, so every process reads the same answer, and a
+        trial that ends COMPLETE or PRUNED was never failed, so at most `n_trials` are. The
+        lock makes a surplus rare; this holds where a worker asked without it."""
+        if all(t.number < n_trials for t in asked):
+            return asked  # fewer than n_trials trials at all are numbered before each: no read needed
+        started = sorted(t.number for t in self.trials() if t.state != TrialState.FAIL)
+        allowed = []
+        for trial in asked:
+            before = bisect.bisect_left(started, trial.number)
+            if before < n_trials:
+                allowed.append(trial)
+                continue
+            reason = f"surplus: {before} trials (n_trials={n_trials}) were started before it; not run"
+            trial.set_user_attr(names.FAILURE_ATTR, reason)
+            tell(self.study, trial, state=TrialState.FAIL)
+            log.warning("trial %d: %s", trial.number, reason)
+        return allowed
 
     def outcome(self, trial: optuna.Trial, returned: Any, attributed_j: float | None = None) -> TrialState:
         """The trial's outcome. Jobs tell the study themselves; this covers a job that died

@@ -32,13 +32,12 @@ from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from greenai.errors import fail, failure_reason
+from greenai.errors import StoreFull, fail, failure_reason
 from greenai.stores import log_files
 from greenai.stores.full_disk import folder_full
 from greenai.stores.redaction import redact_logs
 from greenai.stores.sweep_folder import SweepFolder
 from greenai.stores.url import StoreURL
-from greenai.stores.waits import StoreFull
 from greenai.sweep.ledger import launching
 from greenai.sweep.space import SearchSpace, check_space, parse_space
 from greenai.sweep.stopping import FailureBudget, stop_reason

@@ -28,12 +28,12 @@ from greenai import names
 from greenai.config import TrainConfig
 from greenai.energy.idle import IdlePower
 from greenai.energy.meters import Measurement, Meter
+from greenai.errors import StoreFull
 from greenai.stores import tracking
 from greenai.stores.full_disk import folder_full
 from greenai.stores.owner import owner_id
 from greenai.stores.redaction import redact, redact_text
 from greenai.stores.url import StoreURL
-from greenai.stores.waits import StoreFull
 from greenai.training import devices, models
 from greenai.training.loop import EpochResult, format_progress
 from greenai.training.optim import Applied

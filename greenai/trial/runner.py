@@ -32,7 +32,7 @@ import torch
 
 from greenai.config import Precision, TrainConfig
 from greenai.energy.meters import Measurement, Meter, window
-from greenai.stores.waits import StoreFull
+from greenai.errors import StoreFull
 from greenai.training import fusion, models
 from greenai.training.augment import augmentation
 from greenai.training.data import DeviceData
