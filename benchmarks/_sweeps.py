@@ -15,11 +15,17 @@ REPO = Path(__file__).resolve().parent.parent
 def fashion_mnist(cache_dir: str | Path, **fields: object):  # -> greenai.config.DatasetConfig
     """Fashion-MNIST exactly as `dataset=fashion_mnist` configures it (conf/dataset/fashion_mnist.yaml,
     normalisation included), with `cache_dir` and any other field (root, train_size, ...) set."""
+    return shipped_dataset("fashion_mnist", cache_dir, **fields)
+
+
+def shipped_dataset(name: str, cache_dir: str | Path, **fields: object):  # -> greenai.config.DatasetConfig
+    """A dataset exactly as `dataset=NAME` configures it (conf/dataset/NAME.yaml), with `cache_dir`
+    and any other field set."""
     from omegaconf import OmegaConf
 
     from greenai.config import DatasetConfig
 
-    shipped = OmegaConf.load(REPO / "conf" / "dataset" / "fashion_mnist.yaml")
+    shipped = OmegaConf.load(REPO / "conf" / "dataset" / f"{name}.yaml")
     merged = OmegaConf.merge(OmegaConf.structured(DatasetConfig), shipped, {"cache_dir": str(cache_dir), **fields})
     return OmegaConf.to_object(merged)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from greenai.config import register_schema
+from greenai.config import TRUSTED_TARGETS, register_schema
 from greenai.errors import (
     BadInput,
     GreenAIError,
@@ -47,11 +47,9 @@ def train(cfg: DictConfig) -> float | tuple[float, float] | PrunedAt:
     return job_return(run_fused([trial])[0] if fused else run_alone(trial))
 
 
-# Targets a greenai config may instantiate: our own classes, Hydra's plugins (sweepers,
-# launchers), Optuna's samplers and pruners, and the logging handlers of Hydra's job logging.
-TRUSTED_TARGETS = ("greenai.*", "hydra_plugins.*", "optuna.samplers.*", "optuna.pruners.*", "logging.*")
-
-
+# Targets a greenai config may instantiate (greenai.config.TRUSTED_TARGETS); a model's or
+# dataset's `_target_` may also be one the config trusts (`trusted_targets`), checked by
+# training.models before it is imported.
 @hydra.main(config_path=CONF_DIR, config_name="config", execution_whitelist=TRUSTED_TARGETS)
 @greenai_trial  # hydra/launcher=fused may prepare its jobs and train them fused
 def hydra_main(cfg: DictConfig) -> float | tuple[float, float] | PrunedAt:

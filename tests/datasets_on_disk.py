@@ -30,9 +30,10 @@ def write_idx(path: Path, array: np.ndarray) -> None:
     path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
-def write_fashion(root: Path, train: int = 400, test: int = 200, seed: int = 0) -> Path:
-    """A small Fashion-MNIST in torchvision's layout: root/FashionMNIST/raw/*-ubyte."""
-    raw = root / "FashionMNIST" / "raw"
+def write_fashion(root: Path, train: int = 400, test: int = 200, seed: int = 0, folder: str = "FashionMNIST") -> Path:
+    """A small Fashion-MNIST in torchvision's layout: root/FashionMNIST/raw/*-ubyte (`folder`:
+    MNIST or KMNIST for those of torchvision's classes, which read the same files)."""
+    raw = root / folder / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for split, count in (("train", train), ("t10k", test)):
         labels = np.arange(count) % 10
@@ -59,3 +60,18 @@ def tiny_args(root: Path, cache: Path, epochs: int = 1, batch_size: int = 64) ->
     """Overrides for a fast trial on a small dataset written by the test (a small batch_size
     makes epochs long enough for a test to act while one trains)."""
     return [f"dataset.root={root}", f"dataset.cache_dir={cache}", f"epochs={epochs}", f"batch_size={batch_size}"]
+
+
+def write_image_folder(root: Path, train: int = 60, test: int = 30, size: tuple[int, int] = (20, 24)) -> Path:
+    """Class-band PNG images in ImageFolder's layout: root/{train,test}/<class>/<n>.png, in 3
+    classes, in colour, at a size other than a model's (so greenai must resize them)."""
+    from PIL import Image
+
+    for split, count in (("train", train), ("test", test)):
+        labels = np.arange(count) % 3
+        images = class_images(labels, (3, *size), seed=count)
+        for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+            folder = root / split / f"class{label}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image.transpose(1, 2, 0)).save(folder / f"{i}.png")
+    return root

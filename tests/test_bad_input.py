@@ -40,8 +40,41 @@ def broken_root(tmp_path, how: str):
 
 # (command line, start of the one-line error)
 TABLE = [
-    (["model=resnet"], "model=resnet: unknown model; choose one of denselinear, densepoly, simplecnn"),
-    (["dataset=mnist"], "dataset=mnist: unknown dataset; choose one of cifar10, fashion_mnist"),
+    (
+        ["model=resnet"],
+        "model=resnet: unknown model; choose one of custom, denselinear, densepoly, simplecnn, torchvision",
+    ),
+    (
+        ["model=torchvision", "model.arch=resnet19"],
+        "model.arch=resnet19: not a torchvision classification model; closest: resnet18",
+    ),
+    (["model=custom", "model._target_=mypkg.nets.Net"], "model._target_=mypkg.nets.Net: not on the allow-list"),
+    (
+        ["model=custom", "model._target_=mypkg.nets.Net", "trusted_targets=[mypkg.*]"],
+        "model._target_=mypkg.nets.Net: cannot be imported (ModuleNotFoundError: No module named 'mypkg')",
+    ),
+    (
+        ["model=custom", "model._target_=torchvision.models.resnet18", "dataset=cifar10"],
+        "model._target_=torchvision.models.resnet18: gives (2, 1000) for a batch of 2 3x32x32 images; "
+        "the dataset needs (2, 10) logits",
+    ),
+    (
+        ["dataset=mnist"],
+        "dataset=mnist: unknown dataset; choose one of cifar10, custom, fashion_mnist, image_folder, torchvision",
+    ),
+    (
+        ["dataset=torchvision", "dataset.name=MNISTT"],
+        "dataset.name=MNISTT: not a torchvision dataset; closest: MNIST",
+    ),
+    (
+        ["dataset=torchvision", "dataset.name=KMNIST", "dataset.root=/nonexistent"],
+        "dataset.root=/nonexistent: torchvision's KMNIST cannot read its files under /nonexistent",
+    ),
+    (["dataset=image_folder", "dataset.root=/nonexistent"], "dataset.root=/nonexistent: no such folder"),
+    (
+        ["dataset=custom", "dataset._target_=mypkg.data.Images"],
+        "dataset._target_=mypkg.data.Images: not on the allow-list",
+    ),
     (["-m", "searcher=annealing"], "searcher=annealing: unknown searcher; choose one of bayes, grid, random, tpe"),
     (
         ["-m", "searcher=random", "space=paper3", "pruner=patient"],
@@ -125,6 +158,49 @@ def case(args: list[str], message: str):  # type: ignore[no-untyped-def]
 def test_bad_input_is_refused_before_anything_runs(greenai, tiny, args, message):
     overrides = [a for a in tiny if not any(a.split("=")[0] == b.split("=")[0] for b in args)]
     assert_refused(greenai, [*args, *overrides], message)
+
+
+def test_an_empty_image_folder_is_refused(greenai, tmp_path):
+    for split in ("train", "test"):
+        (tmp_path / "empty" / split / "cats").mkdir(parents=True)
+    root = tmp_path / "empty"
+    assert_refused(
+        greenai,
+        ["dataset=image_folder", f"dataset.root={root}", f"dataset.cache_dir={tmp_path / 'cache'}"],
+        f"dataset.root={root}: {root / 'train'} holds no images in class folders",
+    )
+
+
+def test_bf16_on_a_device_without_it_is_refused(greenai, tiny):
+    """The command as it runs on a GPU without bfloat16 (before Ampere): the device's answer is
+    the one thing replaced, in the process that runs the unchanged command."""
+    import subprocess
+    import sys
+
+    without_bf16 = (
+        "import sys; import greenai.training.precision as p; p.bf16_supported = lambda device: False; "
+        "sys.argv[0] = 'greenai.train'; from greenai.train import main; main()"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", without_bf16, "precision=bf16", *tiny],
+        cwd=greenai.cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("greenai: error: ")]
+    assert errors == [
+        f"greenai: error: precision=bf16: cpu ({torch_threads()} threads) has no bfloat16 "
+        "(GPUs have it from Ampere on); use precision=fp16 or fp32"
+    ], proc.stderr[-2000:]
+    assert sorted(p.name for p in greenai.cwd.iterdir()) == []
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 @pytest.mark.parametrize(("how", "message"), ROOTS, ids=[h for h, _ in ROOTS])

@@ -258,7 +258,8 @@ def test_configs_group_by_what_must_match_and_the_rest_are_apart_not_refused():
     ("layers", "named"),
     [
         ([nn.Conv2d(1, 3, 3), nn.Dropout(), nn.Flatten(), nn.Linear(3 * 26 * 26, 10)], "layer 1 (Dropout)"),
-        ([nn.Flatten(), nn.Linear(784, 10), nn.Tanh()], "layer 2 (Tanh)"),
+        ([nn.Flatten(), nn.Linear(784, 10), nn.Softmax(dim=1)], "layer 2 (Softmax)"),
+        ([nn.Flatten(), nn.Linear(784, 10), nn.Sequential(nn.Flatten(), nn.AdaptiveAvgPool2d(1))], "layer 3 (Adaptive"),
         ([nn.Linear(28, 10), nn.Flatten()], "layer 0 (Linear)"),
         ([nn.Conv2d(3, 3, 3, groups=3), nn.Flatten(), nn.Linear(3 * 26 * 26, 10)], "layer 0 (Conv2d)"),
     ],
@@ -267,6 +268,87 @@ def test_a_model_whose_layers_cannot_be_grouped_is_refused_in_one_line(layers, n
     with pytest.raises(ConfigError) as refused:
         fusion.fuse([nn.Sequential(*layers)])
     assert refused.value.key == "fuse" and named in str(refused.value) and "\n" not in str(refused.value)
+
+
+# A user's model (not one of the paper's): nested blocks, other activations and pools. Built by
+# models.build through Hydra's instantiate, as `model=custom model._target_=usernets.Net` builds it.
+USER_NETS = """
+from torch import nn
+
+
+class Block(nn.Sequential):
+    def __init__(self, cin, cout, act):
+        super().__init__(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), act)
+
+
+class Net(nn.Sequential):
+    def __init__(self, num_classes, in_channels, width=4):
+        super().__init__(
+            Block(in_channels, width, nn.GELU()),
+            nn.AvgPool2d(2),
+            Block(width, 2 * width, nn.SiLU()),
+            nn.AdaptiveMaxPool2d(3),
+            nn.Flatten(),
+            nn.Linear(2 * width * 9, 16),
+            nn.Tanh(),
+            nn.Linear(16, num_classes),
+        )
+
+
+class Residual(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(784, num_classes))
+
+    def forward(self, x):
+        return self.body(x) + 1
+"""
+
+
+@pytest.fixture
+def user_spec(tmp_path, monkeypatch):
+    (tmp_path / "usernets.py").write_text(USER_NETS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = models.ArchitectureSpec(ModelName.custom, (1, 28, 28), 0, 0, target="usernets.Net", args=(("width", "3"),))
+    yield replace(spec, trusted=("usernets.*",))
+    sys.modules.pop("usernets", None)
+
+
+def test_a_users_model_of_groupable_layers_trains_exactly_as_alone(user_spec):
+    assert [type(layer).__name__ for layer in fusion.flat_layers(models.build(user_spec))][:4] == [
+        "Conv2d",
+        "BatchNorm2d",
+        "GELU",
+        "AvgPool2d",
+    ], "nested blocks are opened"
+    data = memory_data()
+    group = fusion.FusedGroup(user_spec, MEMBERS, dtype=torch.float64)
+    runs = fusion.fit_group(group, data, epochs=2, batch_size=50, meter=OffMeter())
+    for member, run in enumerate(runs):
+        net, results = alone(user_spec, MEMBERS[member], data, epochs=2)
+        assert run.state is RunState.finished
+        assert state_difference(net, group.member_model(member)) <= TOLERANCE
+        assert figures_difference(results, run.epochs) <= TOLERANCE
+        start = fusion.alone_model(user_spec, MEMBERS[member].seed).double()
+        assert state_difference(start, net) > 1e3 * TOLERANCE, "training moved the weights"
+
+
+def test_other_models_run_unfused_and_the_log_says_why_once(user_spec, caplog):
+    from greenai.trial import setup
+
+    residual = replace(user_spec, target="usernets.Residual", args=())
+    assert setup.fusion_obstacle(config(), None, user_spec) is None
+    assert setup.fusion_obstacle(config(), None, residual) == (
+        "the model (residual) cannot group a Residual: fusion takes nn.Sequential layers, not a forward"
+    )
+    resnet = models.ArchitectureSpec(ModelName.torchvision, (1, 28, 28), 0, 0, arch="resnet18")
+    cpu = torch.device("cpu")
+    with caplog.at_level("INFO", logger="greenai.train"):
+        assert not setup.fuses(config(fuse=True), cpu, packed=False, spec=resnet)
+        assert not setup.fuses(config(fuse=True), cpu, packed=False, spec=resnet)
+    said = [r.message for r in caplog.records if "running unfused" in r.message]
+    why = "the model (resnet18) cannot group a ResNet: fusion takes nn.Sequential layers, not a forward"
+    assert said == [f"fuse: running unfused: {why}"]
 
 
 def test_the_papers_models_can_all_be_fused():

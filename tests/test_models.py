@@ -90,3 +90,150 @@ def test_impossible_linear_counts_are_config_errors(model, linear):
     conv = 2 if model is ModelName.simplecnn else 0
     with pytest.raises(ConfigError, match=f"linear_layers={linear}"):
         build(ArchitectureSpec(model, FASHION, conv, linear))
+
+
+# ---------------------------------------------------------------- any model
+
+TINY_NET = '''
+from torch import nn
+
+
+class Net(nn.Sequential):
+    """A user's model: greenai passes num_classes and in_channels, model.args the rest."""
+
+    def __init__(self, num_classes, in_channels, width=4):
+        super().__init__(
+            nn.Conv2d(in_channels, width, 3, padding=1), nn.GELU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+            nn.Linear(4 * width, num_classes),
+        )
+
+
+class Wrong(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.out = nn.Linear(784, 7)
+
+    def forward(self, x):
+        return self.out(x.flatten(1))
+'''
+
+
+def torchvision_spec(arch: str, shape=FASHION, classes: int = 10, **args) -> ArchitectureSpec:
+    import json
+
+    pairs = tuple((k, json.dumps(v)) for k, v in sorted(args.items()))
+    return ArchitectureSpec(ModelName.torchvision, shape, 0, 0, classes=classes, arch=arch, args=pairs)
+
+
+def custom_spec(target: str, trusted=(), classes: int = 10, **args) -> ArchitectureSpec:
+    import json
+
+    pairs = tuple((k, json.dumps(v)) for k, v in sorted(args.items()))
+    return ArchitectureSpec(
+        ModelName.custom, FASHION, 0, 0, classes=classes, target=target, args=pairs, trusted=trusted
+    )
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    """`mynets.py` in the working folder, as a user would keep it."""
+    (tmp_path / "mynets.py").write_text(TINY_NET)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "mynets"
+    import sys
+
+    sys.modules.pop("mynets", None)
+
+
+def test_a_torchvision_model_takes_the_datasets_channels_and_classes():
+    from greenai.training.models import check_architecture
+
+    spec = torchvision_spec("resnet18", classes=7)
+    check_architecture(spec)
+    net = build(spec)
+    assert net.conv1.in_channels == 1 and net.fc.out_features == 7
+    assert net(torch.zeros(2, *FASHION)).shape == (2, 7)
+    assert spec.name == "resnet18"
+
+
+def test_a_vision_transformer_is_told_the_image_size():
+    net = build(torchvision_spec("vit_b_16", shape=CIFAR))
+    assert net.image_size == 32 and net(torch.zeros(2, *CIFAR)).shape == (2, 10)
+
+
+def test_an_unknown_torchvision_model_names_the_closest():
+    with pytest.raises(ConfigError, match=r"^model.arch=resnet19: not a torchvision classification model; closest: "):
+        build(torchvision_spec("resnet19"))
+    with pytest.raises(ConfigError, match="closest: .*mobilenet_v3_small"):
+        build(torchvision_spec("mobilenet_v3_smal"))
+
+
+def test_a_model_whose_output_is_not_logits_is_refused():
+    from greenai.training.models import check_architecture
+
+    # GoogLeNet trains with auxiliary outputs: a named tuple, not logits.
+    with pytest.raises(ConfigError, match=r"^model.arch=googlenet: gives GoogLeNetOutputs for a batch of 2 1x28x28"):
+        check_architecture(torchvision_spec("googlenet"))
+    check_architecture(torchvision_spec("googlenet", aux_logits=False, init_weights=False))
+
+
+def test_a_users_module_from_the_working_folder(user_module):
+    from greenai.training.models import check_architecture
+
+    spec = custom_spec("mynets.Net", trusted=("mynets.*",), classes=5, width=6)
+    check_architecture(spec)
+    net = build(spec)
+    assert net[0].out_channels == 6 and net(torch.zeros(3, *FASHION)).shape == (3, 5)
+    assert spec.name == "net-width6"
+
+
+@pytest.mark.parametrize(
+    ("target", "trusted", "message"),
+    [
+        ("mynets.Net", (), r"^model._target_=mynets.Net: not on the allow-list .* trusted_targets=\[mynets.\*\]"),
+        ("nosuch.nets.Net", ("nosuch.*",), r"^model._target_=nosuch.nets.Net: cannot be imported \(.*'nosuch'"),
+        ("mynets.Nett", ("mynets.*",), r"^model._target_=mynets.Nett: cannot be imported: mynets has no 'Nett'"),
+        ("mynets.Wrong", ("mynets.Wrong",), r"^model._target_=mynets.Wrong: gives \(2, 7\) for a batch .* \(2, 10\)"),
+    ],
+)
+def test_a_users_module_is_refused_in_one_line(user_module, target, trusted, message):
+    from greenai.training.models import check_architecture
+
+    with pytest.raises(ConfigError, match=message) as info:
+        check_architecture(custom_spec(target, trusted))
+    assert "\n" not in str(info.value)
+
+
+def test_arguments_a_users_class_does_not_take_are_refused(user_module):
+    with pytest.raises(
+        ConfigError, match=r"^model.args=\{'depth': 3\}: mynets.Net cannot be built with them: TypeError"
+    ):
+        build(custom_spec("mynets.Net", ("mynets.*",), depth=3))
+
+
+def test_summary_counts_layers_by_kind_for_any_model():
+    resnet = summarize(build(torchvision_spec("resnet18")), FASHION)
+    assert resnet.kinds == {"conv": 20, "norm": 20, "linear": 1, "activation": 9, "attention": 0}
+    assert resnet.as_dict()["conv_layers"] == 20 and resnet.as_dict()["n_conv2d"] == 20
+    kinds = summarize(RowAttention(), FASHION).kinds
+    assert kinds["attention"] == 1 and kinds["linear"] == 1  # the attention's output projection
+
+
+class RowAttention(nn.Module):
+    """Self-attention over an image's rows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attention = nn.MultiheadAttention(28, 4, batch_first=True)
+
+    def forward(self, x):
+        rows = x[:, 0]
+        return self.attention(rows, rows, rows)[0]
+
+
+def test_macs_come_from_torchs_flop_counter_and_match_the_papers_formula():
+    # SimpleCNN, one conv block on 28x28: 3 x 28 x 28 outputs of a 1-channel 3x3 kernel, then
+    # max-pooled to 3 x 14 x 14 and one Linear to 10 classes.
+    net = build(ArchitectureSpec(ModelName.simplecnn, FASHION, 1, 1))
+    assert summarize(net, FASHION).macs_per_sample == 3 * 28 * 28 * 1 * 9 + 3 * 14 * 14 * 10

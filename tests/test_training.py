@@ -68,6 +68,10 @@ def test_every_tuned_hyperparameter_reaches_the_optimiser(fashion_root, tmp_path
         "adam.beta2": 0.923,
         "adam.eps": 3e-7,
         "adam.weight_decay": 0.045,
+        # fp32: read back from the live autocast and (absent) scaler.
+        "precision.autocast": False,
+        "precision.compute_dtype": "float32",
+        "precision.grad_scaler": False,
     }
 
 

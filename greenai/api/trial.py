@@ -29,6 +29,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from greenai.config import GREENAI_TARGETS
 from greenai.errors import BadInput, GreenAIError, StoreFull, fail, interrupt_on_sigterm
 from greenai.stores import log_files
 from greenai.stores.full_disk import exit_on_full
@@ -40,7 +41,7 @@ from greenai.trial.outcome import Failed, Outcome, PrunedAt, job_return
 
 # Targets a user's app must let Hydra instantiate for greenai's configs: greenai's callbacks and
 # sweeper, Hydra's plugins, Optuna's samplers and pruners, Hydra's job logging (greenai.train's).
-TRUSTED_TARGETS = ("greenai.*", "hydra_plugins.*", "optuna.samplers.*", "optuna.pruners.*", "logging.*")
+TRUSTED_TARGETS = GREENAI_TARGETS
 
 
 def said(exc: GreenAIError, where: str = "run", before_run: bool = False) -> NoReturn:

@@ -88,11 +88,69 @@ def cheapest_within(rows: Sequence[TrialRow], margin: float) -> tuple[TrialRow, 
 
 # ------------------------------------------------------------------ layer study (RQ2)
 
+# The paper's layer counts: configured for its models, counted from the module for others.
 LAYER_FACTORS: dict[str, Callable[[TrialRow], object]] = {
     "conv_layers": lambda r: r.conv_layers,
     "linear_layers": lambda r: r.linear_layers,
     "relu": lambda r: r.relu,
 }
+# What else a sweep may vary, by the param that records it. A custom model's own arguments
+# (model.args.depth, model.args.width, ...) are factors too, found in the params.
+PARAM_FACTORS = {
+    "precision": "precision.name",
+    "optimizer": "optimizer.name",
+    "scheduler": "scheduler.name",
+    "augment": "dataset.augment",
+}
+
+
+def _plain(value: str | None) -> object:
+    """A param as a level: a number where it reads as one (so levels sort as numbers)."""
+    if value is None:
+        return None
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            continue
+    return value
+
+
+def factor_value(row: TrialRow, factor: str) -> object:
+    """The row's level of `factor` (None where the row has no such level)."""
+    if factor in LAYER_FACTORS:
+        return LAYER_FACTORS[factor](row)
+    if factor == "architecture":
+        return row.architecture
+    return _plain(row.params.get(PARAM_FACTORS.get(factor, factor)))
+
+
+def study_factors(rows: Sequence[TrialRow]) -> list[str]:
+    """What the finished trials differ in, of what the layer study compares: the layer counts,
+    the architecture, the training knobs, a custom model's own arguments."""
+    done = scored(rows)
+    own = sorted({k for r in done for k in r.params if k.startswith("model.args.")})
+    candidates = [*LAYER_FACTORS, "architecture", *PARAM_FACTORS, *own]
+    varied = [f for f in candidates if len({factor_value(r, f) for r in done} - {None}) >= 2]
+    # Layer counts that only restate the architecture (resnet18's 20 convolutions against
+    # mobilenet's 52) are the architecture's factor, not one of their own.
+    if "architecture" in varied:
+        by_architecture = _partition(done, "architecture")
+        varied = [f for f in varied if f not in LAYER_FACTORS or _partition(done, f) != by_architecture]
+    return varied
+
+
+def _partition(rows: Sequence[TrialRow], factor: str) -> set[frozenset[str]]:
+    """The trials grouped by their level of `factor`, as sets of run ids."""
+    groups: dict[object, set[str]] = defaultdict(set)
+    for row in rows:
+        groups[factor_value(row, factor)].add(row.run_id)
+    return {frozenset(group) for group in groups.values()}
+
+
+def _level_order(value: object) -> tuple[int, object]:
+    """Numbers (and False before True) ascending, then names alphabetically."""
+    return (0, value) if isinstance(value, (int, float)) else (1, str(value))
 
 
 @dataclass(frozen=True)
@@ -106,10 +164,11 @@ class Level:
 
 def levels(rows: Sequence[TrialRow], factor: str) -> list[Level]:
     """Per level of a factor (finished trials with accuracy and energy): count, mean and max
-    accuracy, mean energy; levels in ascending order (False before True for relu)."""
+    accuracy, mean energy; levels in ascending order (False before True for relu, names
+    alphabetically)."""
     groups: dict[object, list[TrialRow]] = defaultdict(list)
     for row in scored(rows):
-        value = LAYER_FACTORS[factor](row)
+        value = factor_value(row, factor)
         if value is not None:
             groups[value].append(row)
     return [
@@ -120,7 +179,7 @@ def levels(rows: Sequence[TrialRow], factor: str) -> list[Level]:
             max(r.accuracy for r in group),
             statistics.fmean(r.energy_j for r in group),
         )
-        for value, group in sorted(groups.items(), key=lambda kv: kv[0])
+        for value, group in sorted(groups.items(), key=lambda kv: _level_order(kv[0]))
     ]
 
 
@@ -160,10 +219,10 @@ def factor_groups(
 ) -> list[list[float]]:
     groups: dict[object, list[float]] = defaultdict(list)
     for row in rows:
-        value, level = metric(row), LAYER_FACTORS[factor](row)
+        value, level = metric(row), factor_value(row, factor)
         if level is not None and value is not None and row.state == "finished":
             groups[level].append(value)
-    return [groups[k] for k in sorted(groups, key=lambda k: k)]
+    return [groups[k] for k in sorted(groups, key=_level_order)]
 
 
 def split_energy(table: Sequence[Level]) -> tuple[list[Level], list[Level]]:

@@ -10,10 +10,16 @@ from greenai.stores.run_rows import TrialRow
 # The configuration keys a reader compares trials by, in the order they are listed.
 KEY_PARAMS = (
     "model.name",
+    "model.arch",
+    "model._target_",
     "dataset.name",
     "conv_layers",
     "linear_layers",
     "relu",
+    "precision.name",
+    "optimizer.name",
+    "scheduler.name",
+    "dataset.augment",
     "lr",
     "beta1",
     "beta2",
@@ -42,8 +48,10 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 def varying_keys(rows: Sequence[TrialRow]) -> list[str]:
-    """The configuration keys whose values differ between the rows: what a reader needs."""
-    return [k for k in KEY_PARAMS if len({r.params.get(k) for r in rows}) > 1]
+    """The configuration keys whose values differ between the rows: what a reader needs (a
+    custom model's own arguments, model.args.*, included)."""
+    own = sorted({k for r in rows for k in r.params if k.startswith("model.args.")})
+    return [k for k in (*KEY_PARAMS, *own) if len({r.params.get(k) for r in rows}) > 1]
 
 
 def config_of(row: TrialRow, keys: Sequence[str]) -> str:

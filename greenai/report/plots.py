@@ -4,6 +4,7 @@ Each figure is built by a `*_figure` function (tests read its axes) and saved by
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from greenai.report.analysis import Convergence, Level  # noqa: E402
+from greenai.report.analysis import Convergence, Level, factor_value  # noqa: E402
 from greenai.stores.run_rows import TrialRow  # noqa: E402
 
 DPI = 120
@@ -55,23 +56,61 @@ def convergence_figure(panels: dict[str, dict[str, Convergence]]) -> Figure:
     return fig
 
 
-def pareto_plot(rows: Sequence[TrialRow], front: Sequence[TrialRow], path: Path, estimated: bool, mixed: bool) -> Path:
-    return save(pareto_figure(rows, front, estimated, mixed), path)
+def pareto_plot(
+    rows: Sequence[TrialRow],
+    front: Sequence[TrialRow],
+    path: Path,
+    estimated: bool,
+    mixed: bool,
+    by: str | Sequence[str] = (),
+) -> Path:
+    return save(pareto_figure(rows, front, estimated, mixed, by), path)
 
 
-def pareto_figure(rows: Sequence[TrialRow], front: Sequence[TrialRow], estimated: bool, mixed: bool) -> Figure:
+STATE_STYLES = (("pruned", "v", "tab:orange"), ("failed", "x", "tab:red"), ("killed", "x", "tab:gray"))
+# The finished trials' levels of what the sweep varied: colours by the first factor (none the
+# states or the front use), markers by the second.
+LEVEL_COLOURS = ("tab:blue", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "black")
+LEVEL_MARKERS = ("o", "s", "^", "D", "P", "*", "h")
+
+
+def _point_styles(rows: Sequence[TrialRow], by: tuple[str, ...]) -> list[tuple[str, str, str, list[TrialRow]]]:
+    """(label, marker, colour, trials) per group of points: each state apart, and the finished
+    trials by their levels of `by` (up to two of what the sweep varied: architecture, precision, ...)."""
+    drawn = [r for r in rows if r.energy_j is not None and r.accuracy is not None]
+    finished = [r for r in drawn if r.state == "finished"]
+    levels = [sorted({str(factor_value(r, f)) for r in finished}) for f in by[:2]]
+    if any(len(found) > len(LEVEL_COLOURS) for found in levels):  # too many to tell apart
+        levels = []
+    groups = []
+    for combo in itertools.product(*levels) if levels else []:
+        members = [r for r in finished if tuple(str(factor_value(r, f)) for f in by[:2]) == combo]
+        if members:
+            named = ", ".join(f"{f}={level}" for f, level in zip(by, combo, strict=False))
+            colour = LEVEL_COLOURS[levels[0].index(combo[0])]
+            marker = LEVEL_MARKERS[levels[1].index(combo[1])] if len(combo) > 1 else "o"
+            groups.append((f"finished, {named} ({len(members)})", marker, colour, members))
+    if not levels:
+        groups.append((f"finished ({len(finished)})", "o", "tab:blue", finished))
+    for state, marker, colour in STATE_STYLES:
+        members = [r for r in drawn if r.state == state]
+        groups.append((f"{state} ({len(members)})", marker, colour, members))
+    return groups
+
+
+def pareto_figure(
+    rows: Sequence[TrialRow],
+    front: Sequence[TrialRow],
+    estimated: bool,
+    mixed: bool,
+    by: str | Sequence[str] = (),
+) -> Figure:
     """Every trial as a point (finished, pruned, failed apart; hollow where estimated among
-    measured ones), the Pareto front drawn."""
+    measured ones; the finished trials coloured, and marked, by their levels of `by`, what the
+    sweep varied), the Pareto front drawn."""
+    by = (by,) if isinstance(by, str) else tuple(by)
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    styles = {
-        "finished": ("o", "tab:blue"),
-        "pruned": ("v", "tab:orange"),
-        "failed": ("x", "tab:red"),
-        "killed": ("x", "tab:gray"),
-    }
-    for state, (marker, color) in styles.items():
-        points = [r for r in rows if r.state == state and r.energy_j is not None and r.accuracy is not None]
-        label = f"{state} ({len(points)})"
+    for label, marker, color, points in _point_styles(rows, by):
         for hollow, group in (
             (False, [r for r in points if not (mixed and r.estimated)]),
             (True, [r for r in points if mixed and r.estimated]),
@@ -87,7 +126,7 @@ def pareto_figure(rows: Sequence[TrialRow], front: Sequence[TrialRow], estimated
                     alpha=0.8,
                     label=label,
                 )
-                label = None  # one legend entry per state
+                label = None  # one legend entry per group
     if front:
         ax.plot(
             [r.energy_j for r in front],
@@ -99,7 +138,8 @@ def pareto_figure(rows: Sequence[TrialRow], front: Sequence[TrialRow], estimated
         )
     ax.set_xlabel(energy_axis("energy per trial", estimated, mixed))
     ax.set_ylabel("test accuracy")
-    ax.set_title("Accuracy vs energy: each trial, and the trials no other beats on both")
+    title = "Accuracy vs energy: each trial, and the trials no other beats on both"
+    ax.set_title(f"{title}\n(finished trials by {' and '.join(by[:2])})" if by else title, fontsize=10 if by else None)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9, loc="lower right")
     return fig
@@ -109,23 +149,26 @@ def layers_plot(tables: dict[str, list[Level]], path: Path, estimated: bool) -> 
     return save(layers_figure(tables, estimated), path)
 
 
+AXIS_NAMES = {"conv_layers": "conv layers", "linear_layers": "linear layers", "relu": "ReLU"}
+
+
 def layers_figure(tables: dict[str, list[Level]], estimated: bool) -> Figure:
-    """Mean energy (bars) and mean accuracy (line) by number of conv / linear / ReLU layers."""
+    """Mean energy (bars) and mean accuracy (line) by number of conv / linear / ReLU layers, and
+    by whatever else the sweep varied (architecture, precision, a custom model's width, ...)."""
     fig, axes = plt.subplots(1, len(tables), figsize=(max(7.5, 4.8 * len(tables)), 4.0), squeeze=False)
     for ax, (factor, table) in zip(axes.flat, tables.items(), strict=True):
         labels = [("on" if lv.value else "off") if factor == "relu" else str(lv.value) for lv in table]
         positions = list(range(len(table)))  # numeric positions: the counts are labels, not a scale
         ax.bar(positions, [lv.mean_energy for lv in table], color="tab:olive", alpha=0.7)
         ax.set_xticks(positions, labels)
-        ax.set_xlabel(
-            {"conv_layers": "conv layers", "linear_layers": "linear layers", "relu": "ReLU"}.get(factor, factor)
-        )
+        ax.set_xlabel(AXIS_NAMES.get(factor, factor))
         ax.set_ylabel(energy_axis("mean energy per trial", estimated))
         twin = ax.twinx()
         twin.plot(positions, [lv.mean_accuracy for lv in table], "o-", color="tab:blue")
         twin.set_ylabel("mean test accuracy", color="tab:blue")
         ax.set_title(f"by {factor}", fontsize=10)
-    fig.suptitle("Layer study: energy (bars) and accuracy (line) by layer count", fontsize=12)
+    what = "layer count" if set(tables) <= set(AXIS_NAMES) else "what the sweep varied"
+    fig.suptitle(f"Layer study: energy (bars) and accuracy (line) by {what}", fontsize=12)
     return fig
 
 

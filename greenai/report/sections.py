@@ -170,7 +170,10 @@ def pareto_rows(rows: Sequence[TrialRow]) -> list[TrialRow]:
 
 def tradeoff(rows: Sequence[TrialRow], settings: ReportSettings, out: Path, label: EnergyLabel) -> Section:
     front = pareto_rows(rows)
-    figure = plots.pareto_plot(rows, front, out / "accuracy_energy.png", label.estimated, label.mixed)
+    # Beyond the paper's layer counts, the figure tells the trials apart by the first two other
+    # things they differ in (architecture, precision, optimiser, ...): what a sweep over models varied.
+    by = [f for f in an.study_factors(rows) if f not in an.LAYER_FACTORS][:2]
+    figure = plots.pareto_plot(rows, front, out / "accuracy_energy.png", label.estimated, label.mixed, by)
     lines = [
         "## Accuracy vs energy",
         "",
@@ -210,21 +213,27 @@ def tradeoff(rows: Sequence[TrialRow], settings: ReportSettings, out: Path, labe
 
 
 def layers(rows: Sequence[TrialRow], out: Path, estimated: bool) -> Section:
-    """The layer study, where the runs vary layer counts; its findings are the energy change per
-    added layer of each type."""
-    tables = {f: an.levels(rows, f) for f in an.LAYER_FACTORS}
+    """The layer study, where the runs vary layer counts or anything else a sweep over models
+    varies (the architecture, precision, optimiser, schedule, a custom model's own arguments);
+    its findings are the energy change per added layer of each type, and for the other
+    factors, the cheapest level against the dearest."""
+    tables = {f: an.levels(rows, f) for f in an.study_factors(rows)}
     varying = {f: t for f, t in tables.items() if len(t) >= 2}
     if not varying:
         return Section([])
     lines = ["## Layer study (RQ2)", ""]
+    if set(varying) - set(an.LAYER_FACTORS):  # a sweep over more than the paper's layer counts
+        lines += [f"Energy and accuracy by what the trials varied: {', '.join(f'`{f}`' for f in varying)}.", ""]
     findings, effects = [], []
     for factor, levels in varying.items():
         lines += [f"By `{factor}`:", "", levels_table(levels, estimated), ""]
-        findings.append(per_layer_finding(factor, levels))
+        findings.append(
+            per_layer_finding(factor, levels) if factor in an.LAYER_FACTORS else level_finding(factor, levels)
+        )
         eta_e = an.eta_squared(an.factor_groups(rows, factor, lambda r: r.energy_j))
         eta_a = an.eta_squared(an.factor_groups(rows, factor, lambda r: r.accuracy))
         effects.append([factor, "–" if eta_e is None else f"{eta_e:.3f}", "–" if eta_a is None else f"{eta_a:.3f}"])
-    lines += ["Energy change per added layer of each type (the paper's Table V, last lines):", ""]
+    lines += [findings_intro(set(varying)), ""]
     lines += [f"- {f}" for f in findings]
     lines += [
         "",
@@ -254,6 +263,27 @@ def per_layer_finding(factor: str, levels: list[an.Level]) -> str:
     total = an.percent_change(levels[0].mean_energy, levels[-1].mean_energy)
     span = "ReLU off → on" if factor == "relu" else f"{levels[0].value} → {levels[-1].value}"
     return f"{factor}: {per_layer:+.1f}% energy per added layer ({span}: {total:+.1f}%)"
+
+
+def findings_intro(factors: set[str]) -> str:
+    layered = "Energy change per added layer of each type (the paper's Table V, last lines)"
+    others = "the cheapest against the dearest level of each other factor"
+    if not factors - set(an.LAYER_FACTORS):
+        return f"{layered}:"
+    if not factors & set(an.LAYER_FACTORS):
+        return "The cheapest against the dearest level of each factor:"
+    return f"{layered}, and {others}:"
+
+
+def level_finding(factor: str, levels: list[an.Level]) -> str:
+    """A factor without an order (architecture, precision, ...): its cheapest level against its dearest."""
+    cheap = min(levels, key=lambda lv: lv.mean_energy)
+    dear = max(levels, key=lambda lv: lv.mean_energy)
+    more = an.percent_change(cheap.mean_energy, dear.mean_energy)
+    return (
+        f"{factor}: {dear.value} spends {more:+.1f}% energy per trial against {cheap.value}, the least "
+        f"(mean accuracy {fmt_acc(dear.mean_accuracy)} against {fmt_acc(cheap.mean_accuracy)})"
+    )
 
 
 def table_v(conv: list[an.Level], estimated: bool) -> list[str]:

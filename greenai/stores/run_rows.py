@@ -75,6 +75,8 @@ class TrialRow:
     conv_layers: int | None = None
     linear_layers: int | None = None
     relu: bool | None = None
+    # The model as a sweep over architectures names it: simplecnn, resnet18, mypkg.nets.Net.
+    architecture: str | None = None
     params: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
@@ -93,13 +95,26 @@ def trial_state(status: str, tags: dict[str, str]) -> str:
     return state
 
 
+def architecture(params: dict[str, str]) -> str | None:
+    """The model's name: the paper's model, torchvision's builder, or a user's class's import path."""
+    model = params.get("model.name")
+    if model == "torchvision":
+        return params.get("model.arch")
+    if model == "custom":
+        return params.get("model._target_")
+    return model
+
+
 def row_from_record(record: RunRecord, energy_metric: str = GROSS) -> TrialRow:
     """`energy_metric`: gross energy (`energy_j`) or net of idle power (`net_energy_j`)."""
     tags, metrics, params = record.tags, record.metrics, record.params
     seconds = None
     if "train_seconds" in metrics:
         seconds = metrics["train_seconds"] + metrics.get("eval_seconds", 0.0)
-    simplecnn = params.get("model.name") == "simplecnn"  # conv layers and ReLU exist in SimpleCNN only
+    model = params.get("model.name")
+    simplecnn = model == "simplecnn"  # conv layers and ReLU exist in SimpleCNN only
+    # Beyond the paper's models the layers are counted from the module (arch.*), not configured.
+    counted = model in ("torchvision", "custom")
     return TrialRow(
         run_id=record.run_id,
         name=record.name,
@@ -114,9 +129,12 @@ def row_from_record(record: RunRecord, energy_metric: str = GROSS) -> TrialRow:
         dataset=params.get("dataset.name"),
         searcher=tags.get(names.SEARCHER),
         parent_id=tags.get(names.PARENT),
-        conv_layers=_int(params.get("conv_layers")) if simplecnn else None,
-        linear_layers=_int(params.get("linear_layers")),
+        conv_layers=_int(params.get("arch.conv_layers" if counted else "conv_layers"))
+        if simplecnn or counted
+        else None,
+        linear_layers=_int(params.get("arch.linear_layers" if counted else "linear_layers")),
         relu=_bool(params.get("relu")) if simplecnn else None,
+        architecture=architecture(params),
         params=params,
         metrics=metrics,
         tags=tags,

@@ -50,11 +50,31 @@ class DeviceData:
     x_test: torch.Tensor
     y_test: torch.Tensor
     source: str  # where the files were read from, for the run's tags
+    # The mean and std the images were normalised with (None: not known here).
+    normalisation: tuple[list[float], list[float]] | None = None
+
+    placement = "device"  # as opposed to training.streaming.StreamedData's "streamed"
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         c, h, w = self.x_train.shape[1:]
         return int(c), int(h), int(w)
+
+    @property
+    def device(self) -> torch.device:
+        return self.x_train.device
+
+    @property
+    def train_count(self) -> int:
+        return len(self.y_train)
+
+    @property
+    def test_count(self) -> int:
+        return len(self.y_test)
+
+    def test_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for start in range(0, len(self.y_test), batch_size):
+            yield self.x_test[start : start + batch_size], self.y_test[start : start + batch_size]
 
     def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One epoch of shuffled batches, drawn by index (no per-sample DataLoader)."""
@@ -68,10 +88,10 @@ class DeviceData:
 
 
 def _no_files_error(cfg: DatasetConfig, tried: str) -> DatasetError:
-    system = ", ".join(str(p) for p in SYSTEM_LOCATIONS[cfg.name]) or "none known"
-    apt = " or install Debian's dataset-fashion-mnist" if cfg.name is DatasetName.fashion_mnist else ""
+    system = ", ".join(str(p) for p in SYSTEM_LOCATIONS[DatasetName(cfg.name)]) or "none known"
+    apt = " or install Debian's dataset-fashion-mnist" if cfg.name == DatasetName.fashion_mnist else ""
     return DatasetError(
-        f"dataset={cfg.name.value}: no files found ({tried}); get them one of three ways: "
+        f"dataset={cfg.name}: no files found ({tried}); get them one of three ways: "
         f"set dataset.root=DIR to a folder that holds them, put them in a system location "
         f"({system}){apt}, or run once with network access and dataset.download=true "
         f"(torchvision downloads them into dataset.cache_dir={cfg.cache_dir})"
@@ -170,7 +190,7 @@ def _fashion_root(cfg: DatasetConfig) -> tuple[Path, str]:
                 "(plain or .gz, flat or in FashionMNIST/raw/)"
             )
         return _prepare_fashion(found, cache), str(root)
-    for base in [*SYSTEM_LOCATIONS[cfg.name], cache]:
+    for base in [*SYSTEM_LOCATIONS[DatasetName(cfg.name)], cache]:
         found = _find_fashion(base)
         if found is not None:
             return _prepare_fashion(found, cache), str(base)
@@ -250,7 +270,7 @@ def _cifar_root(cfg: DatasetConfig) -> tuple[Path, type[datasets.CIFAR10], str]:
                 f"(want {CIFAR_FOLDER}/ with data_batch_N and test_batch)"
             )
         return folder.parent, _cifar_class(folder), str(folder)
-    for base in [*SYSTEM_LOCATIONS[cfg.name], cache]:
+    for base in [*SYSTEM_LOCATIONS[DatasetName(cfg.name)], cache]:
         folder = _cifar_folder(base)
         if folder is not None:
             return folder.parent, _cifar_class(folder), str(folder)
@@ -296,7 +316,7 @@ def _to_device(images: torch.Tensor, cfg: DatasetConfig, device: torch.device) -
 
 def _read_splits(cfg: DatasetConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, str]:
     """uint8 images N x C x H x W and int64 labels for both splits, via torchvision's classes."""
-    if cfg.name is DatasetName.fashion_mnist:
+    if cfg.name == DatasetName.fashion_mnist:
         root, where = _fashion_root(cfg)
         train = datasets.FashionMNIST(str(root), train=True, download=False)
         test = datasets.FashionMNIST(str(root), train=False, download=False)
@@ -315,23 +335,31 @@ def _naming_the_key(cfg: DatasetConfig, error: DatasetError) -> DatasetError:
     message = str(error)
     if message.startswith("dataset"):
         return error
-    key = f"dataset.root={cfg.root}" if cfg.root is not None else f"dataset={cfg.name.value}"
+    key = f"dataset.root={cfg.root}" if cfg.root is not None else f"dataset={cfg.name}"
     return DatasetError(f"{key}: {message}")
 
 
 def torchvision_root(cfg: DatasetConfig) -> Path:
     """The folder torchvision's dataset class reads for `cfg` (the files checked first)."""
-    return _fashion_root(cfg)[0] if cfg.name is DatasetName.fashion_mnist else _cifar_root(cfg)[0]
+    return _fashion_root(cfg)[0] if cfg.name == DatasetName.fashion_mnist else _cifar_root(cfg)[0]
 
 
 def check_files(cfg: DatasetConfig) -> str:
     """Find and verify the dataset's files (downloading them if that is the way); say where."""
     try:
-        if cfg.name is DatasetName.fashion_mnist:
+        if cfg.name == DatasetName.fashion_mnist:
             return _fashion_root(cfg)[1]
         return _cifar_root(cfg)[2]
     except DatasetError as error:
         raise _naming_the_key(cfg, error) from None
+
+
+def check_shape(cfg: DatasetConfig, images: torch.Tensor) -> None:
+    shape = tuple(images.shape[1:])
+    if shape != (cfg.channels, cfg.height, cfg.width):
+        raise DatasetError(
+            f"dataset={cfg.name}: files hold {shape} images, config says {(cfg.channels, cfg.height, cfg.width)}"
+        )
 
 
 _LOADED: dict[tuple[object, ...], DeviceData] = {}
@@ -358,8 +386,7 @@ def load(cfg: DatasetConfig, device: torch.device) -> DeviceData:
         shape = tuple(x_train.shape[1:])
         if shape != (cfg.channels, cfg.height, cfg.width):
             raise DatasetError(
-                f"dataset={cfg.name.value}: files hold {shape} images, "
-                f"config says {(cfg.channels, cfg.height, cfg.width)}"
+                f"dataset={cfg.name}: files hold {shape} images, config says {(cfg.channels, cfg.height, cfg.width)}"
             )
         x_train, y_train = _subset(x_train, y_train, cfg.train_size, cfg.subset_seed, "dataset.train_size")
         x_test, y_test = _subset(x_test, y_test, cfg.test_size, cfg.subset_seed, "dataset.test_size")
@@ -370,8 +397,7 @@ def load(cfg: DatasetConfig, device: torch.device) -> DeviceData:
             _to_device(x_test, cfg, device),
             y_test.to(device),
             where,
+            (list(cfg.mean or ()), list(cfg.std or ())),
         )
-        log.info(
-            "%s: %d train / %d test images from %s on %s", cfg.name.value, len(y_train), len(y_test), where, device
-        )
+        log.info("%s: %d train / %d test images from %s on %s", cfg.name, len(y_train), len(y_test), where, device)
     return _LOADED[key]

@@ -11,7 +11,8 @@ How the members stay apart:
 
 - The members' input batches are stacked on the channel axis, (B, K*C, H, W); convolutions run
   with `groups=K`; BatchNorm normalises the K*C channels one by one, so each member's channels
-  keep their own batch statistics and running averages; ReLU and MaxPool act per channel anyway.
+  keep their own batch statistics and running averages; activations act element by element and
+  pooling (max, average, adaptive) channel by channel anyway (FUSABLE lists the layer kinds).
   Flatten turns (B, K*C, h, w) into (K, B, C*h*w) and the linear layers are batched matrix
   products (`torch.baddbmm`); the logits come out as (K, B, classes).
 - The loss is the sum over members of each member's mean cross-entropy, so each member's
@@ -68,11 +69,40 @@ from greenai.training.loop import EVAL_BATCH, EpochHook, EpochResult, Hyperparam
 # chunk of EVAL_MEMBER_IMAGES // K images keeps the work per chunk about constant as K grows.
 EVAL_MEMBER_IMAGES = 4 * EVAL_BATCH
 
-FUSABLE = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.Flatten, nn.Linear)
-BEFORE_FLATTEN = (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d)  # work on (B, C, H, W) only
+# Element by element: the same on a member's own tensor as on the group's, before or after Flatten.
+ELEMENTWISE = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Hardtanh,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Softplus,
+    nn.Identity,
+)
+# Channel by channel, on (B, C, H, W): the group's K*C channels are each member's C, side by side.
+POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+FUSABLE = (nn.Conv2d, nn.BatchNorm2d, nn.Flatten, nn.Linear, *POOLS, *ELEMENTWISE)
+BEFORE_FLATTEN = (nn.Conv2d, nn.BatchNorm2d, *POOLS)  # work on (B, C, H, W) only
 
 
 # ---------------------------------------------------------------- which layers can be grouped
+
+
+def flat_layers(model: nn.Module) -> list[nn.Module]:
+    """The layers a model applies, in order: nn.Sequential containers opened, nested ones too,
+    and a user's subclass of it where it keeps Sequential's forward. Anything else is one layer."""
+    if isinstance(model, nn.Sequential) and type(model).forward is nn.Sequential.forward:
+        return [layer for child in model for layer in flat_layers(child)]
+    return [model]
 
 
 def _refuse(index: int, layer: nn.Module, why: str) -> ConfigError:
@@ -98,22 +128,42 @@ def _check_layer(index: int, layer: nn.Module, flattened: bool) -> None:
 
 
 def check_fusable(model: nn.Module) -> None:
-    """Refuse, with one line naming the key `fuse`, a model whose layers the fused module cannot group."""
-    if not isinstance(model, nn.Sequential):
-        raise ConfigError("fuse", "true", f"cannot group a {type(model).__name__}: fusion takes an nn.Sequential")
+    """Refuse, with one line naming the key `fuse`, a model whose layers the fused module cannot
+    group: any model made only of FUSABLE layers in nn.Sequential containers fuses, the paper's
+    and a user's alike."""
+    layers = flat_layers(model)
+    if layers == [model]:
+        raise ConfigError(
+            "fuse", "true", f"cannot group a {type(model).__name__}: fusion takes nn.Sequential layers, not a forward"
+        )
+    if len({id(layer) for layer in layers}) != len(layers):
+        raise ConfigError("fuse", "true", "cannot group a model that applies one layer twice")
     flattened = False
-    for index, layer in enumerate(model):
+    for index, layer in enumerate(layers):
         _check_layer(index, layer, flattened)
         flattened = flattened or isinstance(layer, nn.Flatten)
     if not flattened:
         raise ConfigError("fuse", "true", "cannot group a model without a Flatten before its linear layers")
 
 
-def _check_same_architecture(nets: Sequence[nn.Sequential]) -> None:
+def why_not_fusable(model: nn.Module) -> str | None:
+    """Why `model` cannot be fused, in a phrase (None: it can)."""
+    try:
+        check_fusable(model)
+    except ConfigError as refused:
+        return str(refused).split(": ", 1)[1]
+    return None
+
+
+def _check_same_architecture(nets: Sequence[nn.Module]) -> None:
     """Members must agree layer by layer; grouping configs by `fusion_key` guarantees it."""
-    first = [(type(layer), tuple(t.shape for t in layer.state_dict().values())) for layer in nets[0]]
+
+    def shapes(net: nn.Module) -> list[tuple[type, tuple[torch.Size, ...]]]:
+        return [(type(layer), tuple(t.shape for t in layer.state_dict().values())) for layer in flat_layers(net)]
+
+    first = shapes(nets[0])
     for net in nets[1:]:
-        if [(type(layer), tuple(t.shape for t in layer.state_dict().values())) for layer in net] != first:
+        if shapes(net) != first:
             raise ValueError("fusion needs members of one architecture (same layers and shapes)")
 
 
@@ -214,7 +264,7 @@ def _fused_layer(layers: Sequence[nn.Module], device: torch.device, dtype: torch
         return _GroupedLinear(layers, device, dtype)
     if isinstance(first, nn.Flatten):
         return _MemberFlatten(len(layers))
-    return copy.deepcopy(first)  # ReLU, MaxPool2d: per channel already, no weights
+    return copy.deepcopy(first)  # activations, pools: per element or per channel already, no weights
 
 
 class FusedModel(nn.Module):
@@ -224,13 +274,13 @@ class FusedModel(nn.Module):
     layers' parameters are views into it, so an optimiser can update all members at once.
     """
 
-    def __init__(self, nets: Sequence[nn.Sequential], device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, nets: Sequence[nn.Module], device: torch.device, dtype: torch.dtype) -> None:
         super().__init__()
         for net in nets:
             check_fusable(net)
         _check_same_architecture(nets)
         self._template = (copy.deepcopy(nets[0]),)  # a tuple, so nn.Module does not register it
-        columns = zip(*(list(net) for net in nets), strict=True)
+        columns = zip(*(flat_layers(net) for net in nets), strict=True)
         self.layers = nn.ModuleList(_fused_layer(column, device, dtype) for column in columns)
         self.flat = torch.cat([p.detach().reshape(len(nets), -1) for p in self.parameters()], dim=1)
         self._bind()
@@ -259,10 +309,10 @@ class FusedModel(nn.Module):
             x = layer(x)
         return x
 
-    def member(self, position: int) -> nn.Sequential:
+    def member(self, position: int) -> nn.Module:
         """A stand-alone copy of the member at `position`: its weights and BatchNorm statistics."""
         net = copy.deepcopy(self._template[0]).to(device=self.flat.device, dtype=self.flat.dtype)
-        for unfused, fused in zip(net, self.layers, strict=True):
+        for unfused, fused in zip(flat_layers(net), self.layers, strict=True):
             if isinstance(fused, _Stacked):
                 fused.export(unfused, position)
         return net.train(self.training)
@@ -283,7 +333,7 @@ class FusedModel(nn.Module):
 
 
 def fuse(
-    nets: Sequence[nn.Sequential], device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    nets: Sequence[nn.Module], device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
 ) -> FusedModel:
     """Group `nets` (members of one architecture, in member order) into one FusedModel on `device`."""
     if not nets:
@@ -366,7 +416,7 @@ class Member:
     hyperparameters: Hyperparameters
 
 
-def alone_model(spec: models.ArchitectureSpec, seed: int) -> nn.Sequential:
+def alone_model(spec: models.ArchitectureSpec, seed: int) -> nn.Module:
     """The member's initial network, exactly as the unfused path builds it (trial.run_repeats)."""
     torch.manual_seed(seed)
     return models.build(spec)
@@ -409,7 +459,7 @@ class FusedGroup:
         """Member's Adam values as the optimiser holds them."""
         return self.optimizer.applied(self.position(member))
 
-    def member_model(self, member: int) -> nn.Sequential:
+    def member_model(self, member: int) -> nn.Module:
         """A stand-alone copy of `member`'s network as it is now."""
         return self.model.member(self.position(member))
 
@@ -543,6 +593,8 @@ class FusionKey:
 
 
 def _hashable(value: object) -> object:
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
     if isinstance(value, (list, tuple)):
         return tuple(_hashable(v) for v in value)
     return value

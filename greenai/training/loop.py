@@ -9,6 +9,7 @@ by member id and returns the members to stop (pruning); each training ends `fini
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,26 +20,23 @@ from torch import nn
 
 from greenai.energy.meters import Measurement, Meter, window
 from greenai.errors import GreenAIError
-from greenai.training.data import DeviceData
+from greenai.training.augment import Augmentation
+from greenai.training.inputs import TrainingData
+
+# The optimiser's side lives in training.optim; these names are the loop's API too.
+from greenai.training.optim import (  # noqa: F401
+    Hyperparameters,
+    Schedule,
+    applied_hyperparameters,
+    make_optimizer,
+)
+from greenai.training.precision import Amp
 
 EVAL_BATCH = 4096
 
 
 class DivergedError(GreenAIError, RuntimeError):
     """The training loss became NaN or infinite: the trial fails with this one-line reason."""
-
-
-@dataclass(frozen=True)
-class Hyperparameters:
-    lr: float
-    beta1: float
-    beta2: float
-    eps: float
-    weight_decay: float
-
-    def params(self) -> dict[str, float]:
-        """The run's params for values read back from a live optimiser (`adam.lr`, ...)."""
-        return {f"adam.{name}": float(value) for name, value in vars(self).items()}
 
 
 @dataclass(frozen=True)
@@ -88,82 +86,110 @@ class TrainingRun:
 EpochHook = Callable[[Mapping[int, EpochResult]], Iterable[int] | None]
 
 
-def make_optimizer(model: nn.Module, hp: Hyperparameters) -> torch.optim.Adam:
-    """Adam with every tuned value applied (the original study lost beta2 on the way)."""
-    return torch.optim.Adam(
-        model.parameters(), lr=hp.lr, betas=(hp.beta1, hp.beta2), eps=hp.eps, weight_decay=hp.weight_decay
-    )
-
-
-def applied_hyperparameters(optimizer: torch.optim.Optimizer) -> Hyperparameters:
-    """What the optimiser really holds, read back from it (the original study lost beta2 on
-    the way; the run's params show what reached the optimiser)."""
-    group = optimizer.param_groups[0]
-    beta1, beta2 = group["betas"]
-    return Hyperparameters(group["lr"], beta1, beta2, group["eps"], group["weight_decay"])
-
-
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """Mean cross-entropy and accuracy on (x, y), in large no-grad batches."""
+    batches = ((x[start : start + EVAL_BATCH], y[start : start + EVAL_BATCH]) for start in range(0, len(y), EVAL_BATCH))
+    return evaluate_batches(model, batches, x.device)
+
+
+def evaluate_batches(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    amp: Amp | None = None,
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over `batches`, without gradients, in the training's
+    precision (`amp`); read once at the end."""
     model.eval()
-    loss_sum = torch.zeros((), device=x.device)
-    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    count = 0
     with torch.no_grad():
-        for start in range(0, len(y), EVAL_BATCH):
-            xb, yb = x[start : start + EVAL_BATCH], y[start : start + EVAL_BATCH]
-            logits = model(xb)
-            loss_sum += nn.functional.cross_entropy(logits, yb, reduction="sum")
+        for xb, yb in batches:
+            with amp.autocast() if amp else contextlib.nullcontext():
+                logits = model(xb)
+                loss_sum += nn.functional.cross_entropy(logits, yb, reduction="sum").float()
             correct += (logits.argmax(dim=1) == yb).sum()
+            count += len(yb)
     model.train()
-    return loss_sum.item() / len(y), correct.item() / len(y)
+    return loss_sum.item() / count, correct.item() / count
 
 
 def train_on(
-    model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    amp: Amp | None = None,
+    schedule: Schedule | None = None,
 ) -> float:
-    """One optimiser step per batch; the mean loss, read once at the end (no per-batch sync)."""
+    """One optimiser step per batch (forward pass and loss under `amp`'s autocast, the schedule
+    stepped after each where it is per batch); the mean loss, read once at the end (no per-batch
+    sync)."""
     model.train()
     loss_sum, count = torch.zeros((), device=next(model.parameters()).device), 0
     for xb, yb in batches:
         optimizer.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(xb), yb)
-        loss.backward()
-        optimizer.step()
-        loss_sum += loss.detach() * len(yb)
+        with amp.autocast() if amp else contextlib.nullcontext():
+            loss = nn.functional.cross_entropy(model(xb), yb)
+        if amp:
+            amp.backward_step(loss, optimizer)
+        else:
+            loss.backward()
+            optimizer.step()
+        if schedule:
+            schedule.after_batch()
+        loss_sum += loss.detach().float() * len(yb)
         count += len(yb)
     return loss_sum.item() / count
 
 
 def train_epoch(
-    model: nn.Module, optimizer: torch.optim.Optimizer, data: DeviceData, batch_size: int, generator: torch.Generator
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: TrainingData,
+    batch_size: int,
+    generator: torch.Generator,
+    augment: Augmentation | None = None,
+    amp: Amp | None = None,
+    schedule: Schedule | None = None,
 ) -> float:
-    """One pass over the training split, in batches drawn by index."""
-    return train_on(model, optimizer, data.train_batches(batch_size, generator))
+    """One pass over the training split, in batches drawn by index (augmented on the device)."""
+    batches = data.train_batches(batch_size, generator)
+    if augment is not None:
+        batches = ((augment(xb), yb) for xb, yb in batches)
+    return train_on(model, optimizer, batches, amp, schedule)
 
 
 def fit(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    data: DeviceData,
+    data: TrainingData,
     *,
     epochs: int,
     batch_size: int,
     seed: int,
     meter: Meter,
     on_epoch: EpochHook | None = None,
+    augment: Augmentation | None = None,
+    amp: Amp | None = None,
+    schedule: Schedule | None = None,
 ) -> TrainingRun:
     """Train for `epochs`, measuring each epoch, each evaluation and each call of the epoch hook
     (the trial's records between epochs) in its own energy window.
 
     `on_epoch` sees every epoch, a diverged one included (so its energy is logged), as {0: result};
-    returning [0] stops the training (pruning). A NaN or infinite loss ends it as diverged."""
+    returning [0] stops the training (pruning). A NaN or infinite loss ends it as diverged.
+    `augment` changes each training batch on the device (training.augment); `amp` is the
+    precision (training.precision); `schedule` the learning-rate schedule (training.optim)."""
     generator = torch.Generator().manual_seed(seed)
     run = TrainingRun()
     for epoch in range(1, epochs + 1):
         with window(meter, "train") as train:
-            train_loss = train_epoch(model, optimizer, data, batch_size, generator)
+            train_loss = train_epoch(model, optimizer, data, batch_size, generator, augment, amp, schedule)
+            if schedule:
+                schedule.after_epoch()
         with window(meter, "eval") as evaluation:
-            test_loss, accuracy = evaluate(model, data.x_test, data.y_test)
+            test_loss, accuracy = evaluate_batches(model, data.test_batches(EVAL_BATCH), data.device, amp)
         result = EpochResult(epoch, train_loss, test_loss, accuracy, train.taken, evaluation.taken)
         with window(meter, "records") as records:
             stop = 0 in set((on_epoch({0: result}) if on_epoch else None) or ())
@@ -174,12 +200,12 @@ def fit(
     return run
 
 
-def format_progress(label: str, result: EpochResult, epochs: int, step: int | None = None) -> str:
+def format_progress(label: str, result: EpochResult, epochs: int, step: int | None = None, note: str = "") -> str:
     """One line per epoch, readable among a multirun's interleaved logs; `step` counts epochs
-    across a trial's repeats (the epoch itself by default)."""
+    across a trial's repeats (the epoch itself by default); `note` ends it (data streamed)."""
     energy = result.train.total_j
     joules = f"{energy:8.1f} J {result.train.source.value}" if energy is not None else "energy off"
     return (
         f"[{label}] epoch {step or result.epoch:>3}/{epochs} loss {result.train_loss:.4f} "
-        f"acc {result.test_accuracy:.4f} {joules} {result.train.seconds:6.2f} s"
+        f"acc {result.test_accuracy:.4f} {joules} {result.train.seconds:6.2f} s{note}"
     )

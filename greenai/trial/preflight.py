@@ -8,7 +8,6 @@ spent their energy. The dataset files are checked once per distinct dataset.
 
 from __future__ import annotations
 
-import functools
 import itertools
 
 from hydra.core.global_hydra import GlobalHydra
@@ -17,7 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from greenai.config import EnergyBackend, Objective, TrainConfig, to_typed
 from greenai.errors import ConfigError
-from greenai.training import data, fusion, models
+from greenai.training import devices, inputs, models
+from greenai.training.precision import check_precision
 from greenai.trial.app_settings import to_settings
 from greenai.trial.sweep_identity import in_app
 
@@ -25,28 +25,25 @@ MAX_CHECKED_JOBS = 2000
 
 
 def check_job(cfg: DictConfig) -> tuple[TrainConfig, models.ArchitectureSpec]:
-    """The typed config and architecture of one job, or a one-line ConfigError."""
+    """The typed config and architecture of one job, or a one-line ConfigError. The image shape
+    and classes come from the config where it gives them (the paper's datasets), else from the
+    data's first image; a model other than the paper's is checked by one forward pass."""
     config = to_typed(cfg)
-    spec = models.ArchitectureSpec.from_config(config)
+    facts = inputs.describe(config.dataset, tuple(config.trusted_targets))
+    spec = models.ArchitectureSpec.from_config(config, facts.input_shape, facts.classes)
     models.check_architecture(spec)
+    device = devices.pick_device(config.device)
+    check_precision(config.precision.name, device, devices.describe(device))
     if config.objective.name is Objective.accuracy_energy and config.energy.backend is EnergyBackend.off:
         raise ConfigError("objective", "accuracy_energy", "needs energy measured or estimated, not energy=off")
-    if config.fuse:
-        _check_fusable(spec)
-        if config.sweep.trials_per_gpu > 1:
-            raise ConfigError(
-                "fuse",
-                True,
-                "packed trials (sweep.trials_per_gpu > 1) are attributed one by one; "
-                "use hydra/launcher=fused instead of packing them, or fuse=false",
-            )
+    if config.fuse and config.sweep.trials_per_gpu > 1:
+        raise ConfigError(
+            "fuse",
+            True,
+            "packed trials (sweep.trials_per_gpu > 1) are attributed one by one; "
+            "use hydra/launcher=fused instead of packing them, or fuse=false",
+        )
     return config, spec
-
-
-@functools.cache
-def _check_fusable(spec: models.ArchitectureSpec) -> None:
-    """Once per architecture and process: every job of a fused batch would build the same model."""
-    fusion.check_fusable(models.build(spec))
 
 
 def job_override_lists(config: DictConfig) -> list[list[str]]:
@@ -81,9 +78,10 @@ def check_jobs(config: DictConfig, override_lists: list[list[str]]) -> list[Trai
     checked, datasets_seen = [], set()
     for overrides in override_lists:
         typed, _ = check_job(compose_job(config, overrides))
-        key = (typed.dataset.name, typed.dataset.root, typed.dataset.cache_dir)
+        ds = typed.dataset
+        key = (ds.kind, ds.name, ds._target_, repr(ds.args), ds.root, ds.cache_dir)
         if key not in datasets_seen:
-            data.check_files(typed.dataset)
+            inputs.check_files(ds, tuple(typed.trusted_targets))
             datasets_seen.add(key)
         checked.append(typed)
     return checked

@@ -35,7 +35,8 @@ from greenai.stores.owner import owner_id
 from greenai.stores.redaction import redact, redact_text
 from greenai.stores.url import StoreURL
 from greenai.training import devices, models
-from greenai.training.loop import EpochResult, Hyperparameters, format_progress
+from greenai.training.loop import EpochResult, format_progress
+from greenai.training.optim import Applied
 from greenai.trial.figures import TrialFigures, epoch_metrics
 from greenai.trial.job import JobContext
 from greenai.trial.outcome import Finished, Outcome
@@ -191,6 +192,7 @@ class TrialRecord:
     job: JobContext
     epochs_total: int
     pending: Pending = field(default_factory=Pending)
+    progress_note: str = ""  # the end of each progress line, e.g. that the data is streamed
     meter: Meter | None = None  # set by describe(): what it could not read is tagged at close
 
     @classmethod
@@ -222,15 +224,15 @@ class TrialRecord:
             self.pending.tags[names.NOTE] = f"Energy is ESTIMATED, not measured: {meter.description}"
         self.run.text(redact_text(yaml.safe_dump(tree, sort_keys=False)), "config.yaml")
 
-    def optimizer(self, applied: Hyperparameters) -> None:
-        """What the optimiser really holds, read back from it."""
+    def optimizer(self, applied: Applied) -> None:
+        """What the optimiser, schedule and precision really hold, read back from them."""
         self.pending.params.update(applied.params())
 
     def epoch(self, step: int, result: EpochResult) -> bool:
         """After each epoch: its figures kept, progress line, per-epoch metrics, the study told;
         whether the pruner stops the trial."""
         self.figures.epochs.append(result)
-        log.info(format_progress(self.name, result, self.epochs_total, step))
+        log.info(format_progress(self.name, result, self.epochs_total, step, self.progress_note))
         self.pending.metrics += tracking.metric_points(epoch_metrics(result, self.figures.idle), step)
         if time.monotonic() - self.pending.since >= FLUSH_SECONDS:
             self.run.log(*self.pending.take())

@@ -30,20 +30,23 @@ from typing import Protocol
 
 import torch
 
-from greenai.config import TrainConfig
+from greenai.config import Precision, TrainConfig
 from greenai.energy.meters import Measurement, Meter, window
 from greenai.errors import StoreFull
 from greenai.training import fusion, models
+from greenai.training.augment import augmentation
 from greenai.training.data import DeviceData
-from greenai.training.loop import (
-    EpochResult,
-    Hyperparameters,
-    RunState,
-    TrainingRun,
+from greenai.training.inputs import TrainingData
+from greenai.training.loop import EpochResult, Hyperparameters, RunState, TrainingRun, fit
+from greenai.training.optim import (
+    Applied,
     applied_hyperparameters,
-    fit,
     make_optimizer,
+    make_schedule,
+    settings_from,
+    steps_per_epoch,
 )
+from greenai.training.precision import Amp
 from greenai.trial.figures import TrialFigures
 from greenai.trial.life import CLOSE, Life, piece
 from greenai.trial.life import write as write_life
@@ -69,6 +72,7 @@ class PreparedTrial:
 
 
 def hyperparameters(cfg: TrainConfig) -> Hyperparameters:
+    """A fused member's Adam values (fusion trains Adam only: setup.fusion_obstacle)."""
     return Hyperparameters(cfg.lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay)
 
 
@@ -77,7 +81,7 @@ class Recorder(Protocol):
 
     figures: TrialFigures
 
-    def optimizer(self, applied: Hyperparameters) -> None: ...
+    def optimizer(self, applied: Applied) -> None: ...
 
     def epoch(self, step: int, result: EpochResult) -> bool: ...
 
@@ -97,19 +101,23 @@ def _ended(run: TrainingRun, record: Recorder) -> Outcome | None:
 
 
 def train_repeats(
-    config: TrainConfig, spec: models.ArchitectureSpec, dataset: DeviceData, meter: Meter, record: Recorder
+    config: TrainConfig, spec: models.ArchitectureSpec, dataset: TrainingData, meter: Meter, record: Recorder
 ) -> Outcome:
     """`repeats` trainings one after another (seeds seed, seed+1, ...), each recorded as it goes."""
-    device = dataset.x_train.device
+    device = dataset.device
     for repeat in range(config.repeats):
         seed = config.seed + repeat
         with window(meter, "setup") as built:  # the repeat's model and optimiser: part of the trial's life
             torch.manual_seed(seed)
             model = models.build(spec).to(device)
-            optimizer = make_optimizer(model, hyperparameters(config))
+            optimizer = make_optimizer(model, settings_from(config))
+            applied = applied_hyperparameters(optimizer)  # before a schedule changes the lr
+            steps = steps_per_epoch(dataset.train_count, config.batch_size)
+            schedule = make_schedule(config.scheduler, optimizer, config.epochs, steps)
+            amp = Amp(config.precision.name, device)
         record.records_done([built.taken])
         if repeat == 0:
-            record.optimizer(applied_hyperparameters(optimizer))
+            record.optimizer(Applied.of(applied, schedule.params(), amp.params()))
 
         def on_epoch(results: Mapping[int, EpochResult], offset: int = repeat * config.epochs) -> list[int]:
             return [0] if record.epoch(offset + results[0].epoch, results[0]) else []
@@ -123,6 +131,9 @@ def train_repeats(
             seed=seed,
             meter=meter,
             on_epoch=on_epoch,
+            augment=augmentation(config.dataset.augment, seed, device),
+            amp=amp,
+            schedule=schedule,
         )
         record.records_done(run.records)
         ended = _ended(run, record)
@@ -176,14 +187,16 @@ def _record_group_epoch(trial: PreparedTrial, results: Mapping[int, EpochResult]
 def run_fused(trials: Sequence[PreparedTrial]) -> list[Outcome]:
     """Train the trials as one group; each trial's outcome, in order, once its records are closed."""
     first = trials[0].setup
+    assert isinstance(first.dataset, DeviceData), "setup.fuses() lets only device-resident data fuse"
     life = Life.begin()
     with window(first.meter, "setup") as built:  # the group's model and optimiser, shared by its members
         group = fusion.FusedGroup(first.spec, members_of(trials), first.device)
     for trial in trials:
         trial.record.records_done([built.taken.share(len(group.members))] * len(trial.members))
     epochs = first.config.epochs
+    fp32 = Amp(Precision.fp32, first.device).params()  # a fused group trains in float32
     for trial in trials:
-        trial.record.optimizer(group.hyperparameters(trial.members[0]))
+        trial.record.optimizer(Applied.of(group.hyperparameters(trial.members[0]), fp32))
     log.info("fused group of %d trials, %d members (%s)", len(trials), len(group.members), first.spec.name)
 
     def on_epoch(results: Mapping[int, EpochResult]) -> list[int]:

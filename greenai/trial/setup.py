@@ -5,19 +5,20 @@ run exists. Used by `python -m greenai.train` (one job) and by the fused launche
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
 import torch
 from omegaconf import DictConfig
 
-from greenai.config import TrainConfig
+from greenai.config import Augment, OptimizerName, Precision, SchedulerName, TrainConfig
 from greenai.energy.idle import IdlePower, cuda_context, idle_power
 from greenai.energy.meters import Meter, Source, make_meter
 from greenai.stores import sweep_stop
 from greenai.stores.reachability import check_reachable
 from greenai.stores.url import StoreURL
-from greenai.training import data, devices, models
+from greenai.training import data, devices, fusion, inputs, models
 from greenai.trial import packed
 from greenai.trial.figures import TrialFigures
 from greenai.trial.job import JobContext
@@ -39,7 +40,7 @@ class TrialSetup:
     job: JobContext
     store: StoreURL
     device: torch.device
-    dataset: data.DeviceData
+    dataset: inputs.TrainingData
     meter: Meter
     idle: IdlePower | None
     link: StudyLink
@@ -52,13 +53,63 @@ class TrialSetup:
         return self.job.run_name(self.spec.name, self.config.seed)
 
 
-def fuses(config: TrainConfig, device: torch.device, packed: bool) -> bool:
+def fuses(
+    config: TrainConfig,
+    device: torch.device,
+    packed: bool,
+    dataset: inputs.TrainingData | None = None,
+    spec: models.ArchitectureSpec | None = None,
+) -> bool:
     """`fuse=null` (auto): fused on a GPU, where one member leaves the device mostly idle; not
     on a CPU, where fusion roughly breaks even. Packed trials are attributed window by window
-    and never fused."""
+    and never fused. A trial fusion cannot take runs unfused, and the log says once why."""
     if packed:  # fuse=true with packing was refused before anything ran (preflight.check_job)
         return False
-    return device.type == "cuda" if config.fuse is None else bool(config.fuse)
+    wanted = device.type == "cuda" if config.fuse is None else bool(config.fuse)
+    if not wanted:
+        return False
+    obstacle = fusion_obstacle(config, dataset, spec)
+    if obstacle is not None:
+        _say_once(f"fuse: running unfused: {obstacle}")
+        return False
+    return True
+
+
+def fusion_obstacle(
+    config: TrainConfig, dataset: inputs.TrainingData | None, spec: models.ArchitectureSpec | None = None
+) -> str | None:
+    """Why a trial cannot fuse (None: it can). Fusion groups members of a model built of the
+    layers it can group, that see the same device tensors in the same order, with Adam in
+    float32 at a constant learning rate."""
+    if spec is not None and (why := _model_obstacle(spec)) is not None:
+        return f"the model ({spec.name}) {why}"
+    if config.optimizer.name is not OptimizerName.adam:
+        return f"optimizer={config.optimizer.name.value} (fusion trains Adam only)"
+    if config.precision.name is not Precision.fp32:
+        return f"precision={config.precision.name.value} (fusion trains in float32 only)"
+    if config.scheduler.name is not SchedulerName.none:
+        return f"scheduler={config.scheduler.name.value} (fusion trains at a constant lr only)"
+    if dataset is not None and not isinstance(dataset, data.DeviceData):
+        return "the data is streamed (fusion needs it on the device)"
+    if config.dataset.augment is not Augment.none:
+        return f"dataset.augment={config.dataset.augment.value} (fused members see their images unaugmented)"
+    return None
+
+
+@functools.cache
+def _model_obstacle(spec: models.ArchitectureSpec) -> str | None:
+    """Once per architecture and process: every trial of a fused batch would build the same model."""
+    return fusion.why_not_fusable(models.build(spec))
+
+
+_SAID: set[str] = set()
+
+
+def _say_once(line: str) -> None:
+    """A reason logged once per process, not once per trial of a batch."""
+    if line not in _SAID:
+        _SAID.add(line)
+        log.info(line)
 
 
 def prepare(cfg: DictConfig) -> TrialSetup:
@@ -78,11 +129,13 @@ def prepare(cfg: DictConfig) -> TrialSetup:
     # The trial's start-up on the sweep's ledger (a packed trial's is attributed by the sweeper).
     startup = Piece.begin(meter, STARTUP) if timeline is None and meter.source is not Source.off else None
     try:
-        dataset = data.load(config.dataset, device)
+        dataset = inputs.load(config.dataset, device, tuple(config.trusted_targets))
+        # What was read from the data (shape, classes, mean, std) is what the run records.
+        config.dataset = inputs.resolved(config.dataset, dataset, spec.input_shape, spec.classes)
         if timeline is not None:
-            timeline.note(train_images=len(dataset.y_train), idle=idle.saved() if idle else None)
+            timeline.note(train_images=dataset.train_count, idle=idle.saved() if idle else None)
             meter = timeline
-        fused = fuses(config, device, packed=timeline is not None)
+        fused = fuses(config, device, packed=timeline is not None, dataset=dataset, spec=spec)
         link = StudyLink.for_job(config.sweep, job.launch_dir, defer_tell=timeline is not None)
     except BaseException:
         if startup is not None:
@@ -115,8 +168,9 @@ def open_record(setup: TrialSetup) -> TrialRecord:
 
 def _described_record(setup: TrialSetup) -> TrialRecord:
     config = setup.config
-    figures = TrialFigures(train_images=len(setup.dataset.y_train), idle=setup.idle)
+    figures = TrialFigures(train_images=setup.dataset.train_count, idle=setup.idle)
     tags = run_tags(setup.job, setup.meter, setup.device, setup.dataset.source, setup.idle)
+    tags["data_placement"] = setup.dataset.placement
     record = TrialRecord.open(
         setup.store,
         config.tracking.experiment,
@@ -127,6 +181,8 @@ def _described_record(setup: TrialSetup) -> TrialRecord:
         setup.job,
         config.epochs * config.repeats,
     )
+    if setup.dataset.placement == "streamed":
+        record.progress_note = ", data streamed"
     try:
         record.describe(config, setup.spec, setup.meter)
     except BaseException as exc:
