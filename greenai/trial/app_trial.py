@@ -194,7 +194,7 @@ class AppTrial:
         link = StudyLink.for_job(settings.sweep, job.launch_dir)
         sweep_stop.check(job.sweep_dir, job.job_num)
         tags = {**run_tags(job, meter, where, "", idle), **(tags or {})}
-        tags.pop("dataset_files")  # the app's data is its own
+        tags.pop(names.DATASET_FILES)  # the app's data is its own
         name = run_name(job)
         figures = TrialFigures(train_images=0, idle=idle)
         record = AppRecord.open(store, settings.tracking.experiment, name, tags, link, figures, job, 0)

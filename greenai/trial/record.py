@@ -127,7 +127,7 @@ def run_tags(
         names.ENERGY_DEVICE: meter.description,
         names.ENERGY_COMPONENTS: meter.components,
         "device": devices.describe(device),
-        "dataset_files": dataset_source,
+        names.DATASET_FILES: dataset_source,
         **job_tags(job),
         **versions(),
     }

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig
 
+from greenai import names
 from greenai.config import Augment, OptimizerName, Precision, SchedulerName, TrainConfig
 from greenai.energy.idle import IdlePower, cuda_context, idle_power
 from greenai.energy.meters import Meter, Source, make_meter
@@ -170,7 +171,7 @@ def _described_record(setup: TrialSetup) -> TrialRecord:
     config = setup.config
     figures = TrialFigures(train_images=setup.dataset.train_count, idle=setup.idle)
     tags = run_tags(setup.job, setup.meter, setup.device, setup.dataset.source, setup.idle)
-    tags["data_placement"] = setup.dataset.placement
+    tags[names.DATA_PLACEMENT] = setup.dataset.placement
     record = TrialRecord.open(
         setup.store,
         config.tracking.experiment,
