@@ -123,7 +123,7 @@ def set_deterministic(enabled: bool) -> None:
     cuBLAS's fixed workspace, cuDNN's deterministic algorithms and no autotuning, so the same
     seed gives the same weights run after run on one GPU, at some cost in speed. An operation
     with no deterministic implementation warns rather than failing the trial (none of greenai's
-    models uses one: tests/test_gpu.py trains twice and compares the weights bit for bit). Off:
+    models uses one: tests/e2e/test_gpu.py trains twice and compares the weights bit for bit). Off:
     cuDNN picks the fastest algorithm for each shape once (a trial's shapes repeat every step;
     a fused group's grouped convolutions gain about a tenth on an H200)."""
     if enabled:

@@ -4,7 +4,7 @@ The paper's models are tiny: one trial's step leaves a modern GPU mostly idle, l
 kernels. Fusion trains K members (trials or repeats) of the same architecture as one module whose
 layers are K-fold wider and grouped, while each member keeps its own seed, initial weights, batch
 order and Adam hyperparameters, and trains exactly as it would alone (in float64 on the CPU its
-parameters and losses equal the unfused path's to rounding; tests/test_fusion.py holds that
+parameters and losses equal the unfused path's to rounding; tests/e2e/test_fusion.py holds that
 contract).
 
 How the members stay apart:

@@ -4,7 +4,7 @@ quarter of float32's bytes) and normalised on the device.
 
 The batches are those DeviceData.train_batches draws: one randperm per epoch from the trial's
 generator, cut in order, so a training streams exactly the images it would see on the device
-(tests/test_data.py holds that).
+(tests/unit/test_data.py holds that).
 """
 
 from __future__ import annotations

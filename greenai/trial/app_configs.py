@@ -9,7 +9,7 @@
 
 greenai's sweeper registers them as Hydra loads it (greenai.sweep.sweeper), so an app composes
 them without importing greenai. The searchers and pruners hold the same values as conf/
-(tests/test_own_loop.py compares them); their seed is `greenai.seed`.
+(tests/e2e/test_own_loop.py compares them); their seed is `greenai.seed`.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 from servers import as_root
-from stores import by_state, energy_kept, mlflow_runs, optuna_trials, sweep_runs, trial_runs
+from store_readers import by_state, energy_kept, mlflow_runs, optuna_trials, sweep_runs, trial_runs
 
 pytestmark = pytest.mark.slow
 

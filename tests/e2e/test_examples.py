@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from stores import energy_kept, mlflow_runs, optuna_trials, sweep_runs, trial_runs
+from store_readers import energy_kept, mlflow_runs, optuna_trials, sweep_runs, trial_runs
 
 pytestmark = pytest.mark.slow
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "your-own-loop"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "your-own-loop"
 EPOCHS = 2
 # Small enough for CI's CPUs: the blobs' training split, and the idle power's measurement.
 QUICK = ["greenai.energy.idle_seconds=0.5"]

@@ -8,8 +8,8 @@ import time
 from collections import Counter
 
 import pytest
-from stores import by_state, mlflow_runs, optuna_trials, sweep_runs, trial_runs
-from test_reliability import wait_for
+from store_readers import by_state, mlflow_runs, optuna_trials, sweep_runs, trial_runs
+from waiting import wait_for
 
 from greenai.sweep.totals import pareto_front
 

@@ -20,8 +20,8 @@ import pytest
 from datasets_on_disk import tiny_args
 from mlflow import MlflowClient
 from small_disk import SmallDisk
-from stores import assert_every_epoch_once, by_state, energy_kept, sweep_runs, trial_runs
-from test_reliability import wait_for
+from store_readers import assert_every_epoch_once, by_state, energy_kept, sweep_runs, trial_runs
+from waiting import wait_for
 
 EPOCHS = 40  # long enough that trial 1 is still training when its disk fills
 # The rerun trains three trials of EPOCHS epochs: minutes on a quiet machine, over ten on a busy

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from stores import energy_kept, mlflow_runs, sweep_runs, trial_runs
+from store_readers import energy_kept, mlflow_runs, sweep_runs, trial_runs
 
 pytestmark = pytest.mark.slow
 

@@ -18,8 +18,8 @@ import optuna
 import pytest
 from datasets_on_disk import tiny_args
 from servers import Postgres
-from stores import assert_every_epoch_once, by_state, mlflow_runs, optuna_trials, sweep_runs, trial_runs
-from test_reliability import wait_for
+from store_readers import assert_every_epoch_once, by_state, mlflow_runs, optuna_trials, sweep_runs, trial_runs
+from waiting import wait_for
 
 
 @contextmanager

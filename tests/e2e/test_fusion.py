@@ -21,7 +21,7 @@ from greenai.training import fusion, models
 from greenai.training.data import DeviceData
 from greenai.training.loop import Hyperparameters, RunState, fit, make_optimizer
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TOLERANCE = 1e-6  # relative: the contract of issue 12, in float64 on the CPU
 SIMPLECNN = models.ArchitectureSpec(ModelName.simplecnn, (1, 28, 28), conv_layers=2, linear_layers=3)
 DENSEPOLY = models.ArchitectureSpec(ModelName.densepoly, (1, 28, 28), conv_layers=0, linear_layers=3)

@@ -1,6 +1,6 @@
 """deterministic=true: torch's deterministic algorithms, cuBLAS's fixed workspace and cuDNN's
 deterministic choice, all switched together (and all back off for the next trial of a process).
-The bit-for-bit check on a GPU is tests/test_gpu.py::test_deterministic_training_gives_identical_weights."""
+The bit-for-bit check on a GPU is tests/e2e/test_gpu.py::test_deterministic_training_gives_identical_weights."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "report_scale.py"
+BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "report_scale.py"
 
 
 def benchmark_module():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from datasets_on_disk import tiny_args, write_fashion
-from stores import mlflow_runs, sweep_runs, trial_runs
+from store_readers import mlflow_runs, sweep_runs, trial_runs
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,6 @@
 """Fused trials through the commands users type: a trial's repeats, a batch of trials grouped by
 architecture (hydra/launcher=fused), pruning inside a group; every member keeps its own MLflow
-run and Optuna trial. (tests/test_fusion.py holds the fused model's exactness.)"""
+run and Optuna trial. (tests/e2e/test_fusion.py holds the fused model's exactness.)"""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import statistics
 from collections import Counter
 
 import pytest
-from stores import by_state, energy_kept, mlflow_runs, optuna_trials, sweep_runs, trial_runs
+from store_readers import by_state, energy_kept, mlflow_runs, optuna_trials, sweep_runs, trial_runs
 
 pytestmark = pytest.mark.slow
 

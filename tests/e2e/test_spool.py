@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from datasets_on_disk import tiny_args
 from servers import MlflowServer
-from stores import assert_every_epoch_once, optuna_trials
-from test_reliability import wait_for
+from store_readers import assert_every_epoch_once, optuna_trials
+from waiting import wait_for
 
 pytestmark = pytest.mark.slow
 

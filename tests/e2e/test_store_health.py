@@ -12,7 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from stores import mlflow_runs, optuna_trials, sweep_runs
+from store_readers import mlflow_runs, optuna_trials, sweep_runs
 from test_bad_input import assert_refused
 
 from greenai.errors import ConfigError

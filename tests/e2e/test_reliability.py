@@ -7,23 +7,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from datasets_on_disk import tiny_args
-from stores import by_state, energy_kept, mlflow_runs, optuna_trials, sweep_runs, trial_runs
+from store_readers import by_state, energy_kept, mlflow_runs, optuna_trials, sweep_runs, trial_runs
+from waiting import wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for(log: Path, text: str, proc: subprocess.Popen, seconds: float = 300) -> None:
-    deadline = time.monotonic() + seconds
-    while text not in log.read_text():
-        assert proc.poll() is None, f"exited before '{text}':\n{log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"no '{text}' in {seconds} s"
-        time.sleep(0.1)
 
 
 def children(pid: int) -> list[int]:

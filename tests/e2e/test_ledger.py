@@ -9,7 +9,7 @@ import time
 
 import pytest
 from fake_zeus import RAPLCPUs, counters_for_processes, install
-from stores import mlflow_runs, sweep_runs, trial_runs
+from store_readers import mlflow_runs, sweep_runs, trial_runs
 
 from greenai.energy.counters import ZeusCounters
 from greenai.energy.ledger import OVERHEAD, TRIAL, CounterReader, Entry, close_ledger, covered_seconds

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from stores import by_state, energy_kept, mlflow_runs, optuna_trials, sweep_runs, trial_runs
+from store_readers import by_state, energy_kept, mlflow_runs, optuna_trials, sweep_runs, trial_runs
 
 pytestmark = pytest.mark.slow
 

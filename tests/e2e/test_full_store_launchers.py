@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 from datasets_on_disk import tiny_args
-from stores import trial_runs
+from store_readers import trial_runs
 from test_full_disk import EPOCHS, assert_one_line, runs_in, trials_in
-from test_reliability import wait_for
+from waiting import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -3,7 +3,7 @@ config groups it composes, pruning in a greenai sweep (by leaving the loop and b
 TrialPruned), bad settings refused in one line before a run exists, a full store ending the
 command in the one line greenai's command says, and the Lightning callback's version check.
 The apps are written by the tests and run as a user runs them, in a fresh folder.
-(tests/test_examples.py runs the example project under examples/.)"""
+(tests/e2e/test_examples.py runs the example project under examples/.)"""
 
 from __future__ import annotations
 
@@ -19,14 +19,14 @@ from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 from packaging.requirements import Requirement
-from stores import mlflow_runs, optuna_trials, sweep_runs, trial_runs
+from store_readers import mlflow_runs, optuna_trials, sweep_runs, trial_runs
 from test_full_disk import LINE_END, assert_one_line, runs_in
-from test_reliability import wait_for
+from waiting import wait_for
 
 from greenai.train import CONF_DIR
 from greenai.trial.sweep_identity import study_name
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # A user's app: epochs that wait, a score reported each epoch (0.9 for the first trial of a
 # sweep, 0.1 for the others), and a pruned trial left by `break` (trial 1) or by raising (trial 2).
 APP = """

@@ -1,5 +1,5 @@
 """greenai's Optuna sweeper in pieces: the search space, the study's bookkeeping, stop rules.
-(tests/test_sweeps.py runs whole sweeps through the command line.)"""
+(tests/e2e/test_sweeps.py runs whole sweeps through the command line.)"""
 
 from __future__ import annotations
 

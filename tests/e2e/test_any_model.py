@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from stores import mlflow_runs, trial_runs
+from store_readers import mlflow_runs, trial_runs
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +54,7 @@ def test_the_models_and_data_benchmark_runs_quick_on_a_cpu(tmp_path):
     import sys
     from pathlib import Path
 
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(
         [sys.executable, "benchmarks/models_data.py", "--quick", "--train-size", "40", "--workers", "1"],
