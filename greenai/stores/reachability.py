@@ -41,14 +41,22 @@ def _check_folder(folder: Path, url: str, key: str) -> None:
 
 
 def _check_http(url: str, key: str) -> None:
+    silence = server_silence(url, TIMEOUT_SECONDS)
+    if silence is not None:
+        raise ConfigError(key, redact(url), f"MLflow server not reachable ({silence})")
+
+
+def server_silence(url: str, timeout: float) -> str | None:
+    """Why the MLflow server at `url` does not answer its /health, or None if it answers (the
+    one probe: checked before a command trains, and by the spool before it sends kept writes).
+    Any HTTP answer counts: auth and paths are MLflow's business."""
     try:
-        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=TIMEOUT_SECONDS):
-            return
+        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=timeout):
+            return None
     except urllib.error.HTTPError:
-        return  # the server answered: reachable (auth and paths are MLflow's business)
+        return None
     except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise ConfigError(key, redact(url), f"MLflow server not reachable ({reason})") from None
+        return str(getattr(exc, "reason", exc))
 
 
 def _check_database(url: str, key: str) -> None:

@@ -35,8 +35,6 @@ import shutil
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -52,6 +50,7 @@ from greenai import names
 from greenai.errors import causes
 from greenai.stores.locks import file_lock
 from greenai.stores.owner import owner_alive
+from greenai.stores.reachability import server_silence
 from greenai.stores.redaction import redact
 
 log = logging.getLogger(__name__)
@@ -415,13 +414,7 @@ def send_folder(uri: str, folder: Path) -> Sent:
 
 
 def _answers(uri: str) -> bool:
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=PROBE_TIMEOUT_SECONDS):
-            return True
-    except urllib.error.HTTPError:
-        return True
-    except OSError:
-        return False
+    return server_silence(uri, PROBE_TIMEOUT_SECONDS) is None
 
 
 class SpoolingClient:
