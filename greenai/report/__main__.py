@@ -31,7 +31,7 @@ def report(cfg: DictConfig) -> Path:
     options: ReportOptions = OmegaConf.to_object(cfg.report)  # type: ignore[assignment]
     check(options)
     launch_dir = HydraConfig.get().runtime.cwd
-    store = StoreURL.parse(cfg.tracking.uri, launch_dir)
+    store = StoreURL.tracking(cfg.tracking.uri, launch_dir)
     if store.kind == "sqlite" and store.path is not None and not store.path.is_file():
         raise GreenAIError(
             f"tracking.uri={cfg.tracking.uri}: no MLflow store there (run a sweep first, or point at yours)"

@@ -28,7 +28,7 @@ from greenai.errors import Interrupted, failure_reason
 from greenai.stores import spool
 from greenai.stores import waits as store_waits
 from greenai.stores.owner import owner_alive
-from greenai.stores.url import CREATE, StoreURL
+from greenai.stores.url import CREATE, TRACKING_KEY, StoreURL
 
 log = logging.getLogger(__name__)
 logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -51,7 +51,7 @@ def with_retries(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 @functools.lru_cache(maxsize=16)
 def _tracking_store(uri: str) -> StoreURL:
     """The store an MLflow client writes to (parsed once per URL, not per call)."""
-    return StoreURL.parse(uri, key="tracking.uri")
+    return StoreURL.parse(uri, key=TRACKING_KEY)
 
 
 class RetryingClient:

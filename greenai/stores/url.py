@@ -25,6 +25,8 @@ from greenai.stores.redaction import redact
 
 JOURNAL = "journal:"
 LOCK_SUFFIX = ".greenai-lock"
+# The config keys that name greenai's two stores.
+TRACKING_KEY, STUDY_KEY = "tracking.uri", "sweep.storage"
 # The step that creates a store (MLflow and Optuna create and migrate their tables): its lock.
 CREATE = "create"
 
@@ -44,6 +46,18 @@ class StoreURL:
     def parse(cls, raw: str, base: str | Path = ".", key: str = "") -> StoreURL:
         """Parse `raw`, taking relative file paths from `base`; `key`: the config key naming it."""
         return replace(cls._parsed(str(raw), base), key=key)
+
+    @classmethod
+    def tracking(cls, uri: str, base: str | Path) -> StoreURL:
+        """The MLflow store a config's `tracking.uri` names, relative paths from the launch folder:
+        the one door from config to tracking store (greenai.stores.tracking.client opens it)."""
+        return cls.parse(uri, base, key=TRACKING_KEY)
+
+    @classmethod
+    def study(cls, storage: str, base: str | Path) -> StoreURL:
+        """The Optuna storage a config's `sweep.storage` names, relative paths from the launch
+        folder: the one door from config to study store (greenai.stores.study_storage opens it)."""
+        return cls.parse(storage, base, key=STUDY_KEY)
 
     @classmethod
     def _parsed(cls, raw: str, base: str | Path) -> StoreURL:

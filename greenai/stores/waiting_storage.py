@@ -24,7 +24,7 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import TrialState
 
 from greenai.stores import waits as store_waits
-from greenai.stores.url import StoreURL
+from greenai.stores.url import STUDY_KEY, StoreURL
 from greenai.stores.waits import fault_of
 
 T = TypeVar("T")
@@ -206,7 +206,7 @@ class PatientHeartbeatStorage(PatientStorage, BaseHeartbeat):
 def patient(make: Callable[[], BaseStorage], store: StoreURL) -> PatientStorage:
     """The storage `make` opens, as Optuna would use it (its cache around an RDB storage),
     waiting for its database while opening it too."""
-    store = store.keyed("sweep.storage")
+    store = store.keyed(STUDY_KEY)
     opened = optuna.storages.get_storage(store_waits.retry(make, store))
     kind = PatientHeartbeatStorage if isinstance(opened, BaseHeartbeat) else PatientStorage
     return kind(opened, store)

@@ -87,7 +87,7 @@ class BatchEnergy:
     @classmethod
     def for_sweep(cls, config: DictConfig, folder: SweepFolder) -> BatchEnergy:
         k = int(settings(config).sweep.trials_per_gpu)  # always 1 in a user's app (app_settings.check)
-        store = StoreURL.parse(settings(config).tracking.uri, config.hydra.runtime.cwd)
+        store = StoreURL.tracking(settings(config).tracking.uri, config.hydra.runtime.cwd)
         if k <= 1:
             return cls(k, None, folder, store)
         if not packed(config):

@@ -103,11 +103,11 @@ class SweepRunCallback(Callback):
     def _start(self, config: DictConfig, search: str | None) -> None:
         launch_dir, greenai = os.getcwd(), settings(config)  # a user's app: its `greenai` node
         self.folder = SweepFolder(Path(launch_dir) / str(config.hydra.sweep.dir))
-        store = StoreURL.parse(greenai.tracking.uri, launch_dir)
+        store = StoreURL.tracking(greenai.tracking.uri, launch_dir)
         check_reachable(store, settings_key(config, "tracking.uri"))
         self.study = study_name(config) if search is not None else None
         self.grace = int(greenai.sweep.heartbeat_grace_seconds)
-        self.storage = StoreURL.parse(greenai.sweep.storage, launch_dir) if self.study else None
+        self.storage = StoreURL.study(greenai.sweep.storage, launch_dir) if self.study else None
         if self.storage:
             check_reachable(self.storage, settings_key(config, "sweep.storage"))
         mlflow = tracking.client(store)

@@ -127,7 +127,7 @@ class GreenOptunaSweeper(Sweeper):
             config=config, hydra_context=hydra_context, task_function=task_function
         )
         self.settings = settings(config)  # greenai's own trial: the config; a user's app: its `greenai` node
-        self.store = StoreURL.parse(self.settings.sweep.storage, config.hydra.runtime.cwd)
+        self.store = StoreURL.study(self.settings.sweep.storage, config.hydra.runtime.cwd)
         self.folder = SweepFolder(config.hydra.sweep.dir)
 
     # ------------------------------------------------------------ opening the study

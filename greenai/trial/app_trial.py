@@ -185,7 +185,7 @@ class AppTrial:
         besides greenai's): bad input fails before a run exists."""
         settings = to_settings(cfg)
         job = job_context(settings)
-        store = StoreURL.parse(settings.tracking.uri, job.launch_dir)
+        store = StoreURL.tracking(settings.tracking.uri, job.launch_dir)
         if not job.multirun:  # a sweep's callback has checked it already
             check_reachable(store, f"{APP_NODE}.tracking.uri")
         where = torch.device(device) if device is not None else devices.pick_device(settings.device)

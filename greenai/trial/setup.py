@@ -117,7 +117,7 @@ def prepare(cfg: DictConfig) -> TrialSetup:
     """Checks, device, energy meter, idle power, data: bad input fails here, before a run exists."""
     config, spec = check_job(cfg)
     job = JobContext.from_hydra(config.sweep.trial_number, config.sweep.study_name)
-    store = StoreURL.parse(config.tracking.uri, job.launch_dir)
+    store = StoreURL.tracking(config.tracking.uri, job.launch_dir)
     if not job.multirun:  # a sweep's callback has checked it already
         check_reachable(store, "tracking.uri")
     device = devices.pick_device(config.device)

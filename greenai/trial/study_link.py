@@ -92,7 +92,7 @@ class StudyLink:
         if sweep.trial_number is None or sweep.study_name is None:
             return cls()
         pruner = make_pruner(sweep.pruner)
-        storage = make_storage(StoreURL.parse(sweep.storage, launch_dir), sweep.heartbeat_grace_seconds)
+        storage = make_storage(StoreURL.study(sweep.storage, launch_dir), sweep.heartbeat_grace_seconds)
         storage_id = trial_id(storage, sweep.study_name, sweep.trial_number)
         study = _load_study(sweep.study_name, storage, pruner)
         if storage.get_trial(storage_id).state.is_finished():
