@@ -215,7 +215,7 @@ def test_augmentation_changes_training_but_not_the_batch_order(tmp_path):
 
 @pytest.mark.slow
 def test_a_folder_of_images_streamed_and_augmented_as_users_run_it(greenai, tmp_path):
-    from stores import mlflow_runs, trial_runs
+    from store_readers import mlflow_runs, trial_runs
 
     root = write_image_folder(tmp_path / "images")
     args = ["dataset=image_folder", f"dataset.root={root}", f"dataset.cache_dir={tmp_path / 'c'}", "epochs=1"]

@@ -194,7 +194,7 @@ def test_knob_values_training_cannot_take_are_one_line(fashion_root, tmp_path, o
 
 @pytest.mark.slow
 def test_a_search_space_ranges_over_the_knobs(greenai, tiny):
-    from stores import mlflow_runs, trial_runs
+    from store_readers import mlflow_runs, trial_runs
 
     greenai("-m", "searcher=random", "space=knobs", "hydra.sweeper.n_trials=3", *tiny)
     trials = trial_runs(mlflow_runs(greenai.cwd))
