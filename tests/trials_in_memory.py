@@ -45,6 +45,7 @@ class Record:
     closed: list[Any] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)
     metrics: list[dict[str, float]] = field(default_factory=list)
+    warmed: tuple[str, Any] | None = None  # what became of its warm-up, and its window
     job: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(sweep_folder=None, parent_run_id=None))
 
     def optimizer(self, applied: Hyperparameters) -> None:
@@ -61,6 +62,9 @@ class Record:
     def records_done(self, windows) -> None:
         self.figures.records.extend(windows)
 
+    def warmup(self, state: str, taken=None) -> None:
+        self.warmed = (state, taken)
+
     def close(self, outcome: Any, totals: bool = True) -> None:
         self.closed.append(outcome)
 
@@ -70,12 +74,21 @@ class Record:
 
 
 def trial(
-    meter: Meter, data: DeviceData, *, seed: int = 1, epochs: int = 1, repeats: int = 1, prune_at: int | None = None
+    meter: Meter,
+    data: DeviceData,
+    *,
+    seed: int = 1,
+    epochs: int = 1,
+    repeats: int = 1,
+    prune_at: int | None = None,
+    spec: models.ArchitectureSpec = SIMPLECNN,
+    warmup_steps: int = 2,
 ) -> PreparedTrial:
-    """A prepared trial of SIMPLECNN on `data`, measured by `meter`, its record in memory."""
+    """A prepared trial of `spec` (SIMPLECNN) on `data`, measured by `meter`, its record in memory."""
     config = replace(TrainConfig(), epochs=epochs, repeats=repeats, seed=seed, batch_size=40, device="cpu")
+    config.energy = replace(config.energy, warmup_steps=warmup_steps)
     setup = SimpleNamespace(
-        config=config, spec=SIMPLECNN, dataset=data, meter=meter, device=torch.device("cpu"), name=f"trial-s{seed}"
+        config=config, spec=spec, dataset=data, meter=meter, device=torch.device("cpu"), name=f"trial-s{seed}"
     )
     figures = TrialFigures(train_images=len(data.y_train))
     return PreparedTrial(setup, Record(figures, prune_at))  # type: ignore[arg-type]

@@ -246,6 +246,15 @@ class TrialRecord:
         """The windows around the trial's records between epochs: part of its energy."""
         self.figures.records.extend(windows)
 
+    def warmup(self, state: str, taken: Measurement | None = None) -> None:
+        """The warm-up before the trial's first window (greenai.trial.runner.warm): what became
+        of it, and its window where it was measured (the sweep's overhead, not the trial's)."""
+        self.pending.tags[names.WARMUP] = state
+        if taken is not None:
+            self.pending.metrics += tracking.metric_points(
+                {"warmup_energy_j": taken.total_j, "warmup_seconds": taken.seconds}
+            )
+
     def close(self, outcome: Outcome, totals: bool = True) -> None:
         """The trial's figures, kept whatever stopped it, then how it ended, on both records.
 
