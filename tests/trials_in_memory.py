@@ -56,8 +56,9 @@ class Record:
         self.steps.append(step)
         return self.prune_at is not None and len(self.figures.epochs) >= self.prune_at
 
-    def repeat_done(self, accuracy: float) -> None:
+    def repeat_done(self, accuracy: float, energy_j: float | None = None) -> None:
         self.figures.accuracies.append(accuracy)
+        self.figures.repeat_energies.append(energy_j)
 
     def records_done(self, windows) -> None:
         self.figures.records.extend(windows)

@@ -238,9 +238,11 @@ class TrialRecord:
             self.run.log(*self.pending.take())
         return self.link.report(step, result.test_accuracy, self.figures.metrics()["energy_j"])
 
-    def repeat_done(self, accuracy: float) -> None:
-        """A repeat trained every epoch: its final test accuracy counts in the trial's."""
+    def repeat_done(self, accuracy: float, energy_j: float | None = None) -> None:
+        """A repeat trained every epoch: its final test accuracy counts in the trial's, and its own
+        energy (None where its windows were shared) in the spread of the trial's."""
         self.figures.accuracies.append(accuracy)
+        self.figures.repeat_energies.append(energy_j)
 
     def records_done(self, windows: Sequence[Measurement]) -> None:
         """The windows around the trial's records between epochs: part of its energy."""

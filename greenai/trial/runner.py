@@ -86,7 +86,7 @@ class Recorder(Protocol):
 
     def epoch(self, step: int, result: EpochResult) -> bool: ...
 
-    def repeat_done(self, accuracy: float) -> None: ...
+    def repeat_done(self, accuracy: float, energy_j: float | None = None) -> None: ...
 
     def records_done(self, windows: Sequence[Measurement]) -> None: ...
 
@@ -181,8 +181,15 @@ def train_repeats(
         ended = _ended(run, record)
         if ended is not None:
             return ended
-        record.repeat_done(run.epochs[-1].test_accuracy)
+        own = [built.taken, *run.records, *(w for e in run.epochs for w in (e.train, e.eval))]
+        record.repeat_done(run.epochs[-1].test_accuracy, _joules(own))
     return finished(len(config.objective.directions), record.figures)
+
+
+def _joules(windows: Sequence[Measurement]) -> float | None:
+    """A repeat's energy from its own windows (None where energy is off or attributed later)."""
+    known = [w.total_j for w in windows if w.total_j is not None]
+    return sum(known) if known else None
 
 
 def run_alone(trial: PreparedTrial) -> Outcome:
@@ -294,7 +301,7 @@ def _finish(trial: PreparedTrial, runs: Sequence[TrainingRun], life: Life) -> Ou
     diverged = [_ended(runs[m], record) for m in trial.members if runs[m].state is RunState.diverged]
     outcome = trial.ended or (diverged[0] if diverged else None)
     if outcome is None:
-        for member in trial.members:
+        for member in trial.members:  # members share each window equally: no spread of energy to show
             record.repeat_done(runs[member].epochs[-1].test_accuracy)
         outcome = finished(len(trial.setup.config.objective.directions), record.figures)
     try:
