@@ -10,6 +10,9 @@
 # Prints one table (also written to $OUT/gpu-check.md, OUT defaulting to /tmp/greenai-gpu-check),
 # with each sweep's energy ledger (counters' total, trials, overhead, idle between, unexplained %)
 # for the title, packed and RQ1 steps; a step whose ledger leaves over 1 % unexplained fails.
+# The title step prints the conv 1 -> 3 energy change next to the H100 reference (+48.9 %) and the
+# paper's direction; the order step runs conv 1,2,3 then 3,2,1 (each model within 5 % across the
+# orders); the rq2-quick step prints RQ2's energy slopes per layer type next to the paper's Table V.
 set -u
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"

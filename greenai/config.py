@@ -191,6 +191,9 @@ class EnergyConfig:
     # Seconds of idle measurement, once per sweep and host (0 = not measured). Counters only:
     # the estimate's idle power is zero by construction.
     idle_seconds: float = 3.0
+    # Optimiser steps of the warm-up on a trial's shapes before its first measured window (once
+    # per process and shape; its energy is the sweep's overhead, never the trial's); 0 = none.
+    warmup_steps: int = 2
 
 
 @dataclass
@@ -315,6 +318,8 @@ def check(cfg: TrainConfig) -> None:
         )
     if cfg.energy.idle_seconds < 0:
         raise ConfigError("energy.idle_seconds", cfg.energy.idle_seconds, "must be >= 0")
+    if cfg.energy.warmup_steps < 0:
+        raise ConfigError("energy.warmup_steps", cfg.energy.warmup_steps, "must be a whole number >= 0")
 
 
 def _check_positive(key: str, value: int) -> None:

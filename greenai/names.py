@@ -35,6 +35,9 @@ APPROXIMATE_WINDOWS = "energy_approximate_windows"  # windows shorter than 10 co
 REDERIVED_WINDOWS = "energy_rederived_windows"  # RAPL readings corrected for a miscounted wrap-around
 NOT_MEASURED = "energy_not_measured"  # components whose counters could not be read, and why
 IDLE_SOURCE = "idle_source"
+# The warm-up on the trial's shapes before its first window (greenai.training.warmup): done,
+# already done in this process, off, or failed (and why).
+WARMUP = "greenai.warmup"
 LEDGER_SOURCE = "energy_ledger_source"  # what the sweep's ledger total was read from
 SWEEP_DIR = "hydra.sweep_dir"
 OUTPUT_DIR = "hydra.output_dir"

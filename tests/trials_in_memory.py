@@ -45,6 +45,7 @@ class Record:
     closed: list[Any] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)
     metrics: list[dict[str, float]] = field(default_factory=list)
+    warmed: tuple[str, Any] | None = None  # what became of its warm-up, and its window
     job: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(sweep_folder=None, parent_run_id=None))
 
     def optimizer(self, applied: Hyperparameters) -> None:
@@ -55,11 +56,15 @@ class Record:
         self.steps.append(step)
         return self.prune_at is not None and len(self.figures.epochs) >= self.prune_at
 
-    def repeat_done(self, accuracy: float) -> None:
+    def repeat_done(self, accuracy: float, energy_j: float | None = None) -> None:
         self.figures.accuracies.append(accuracy)
+        self.figures.repeat_energies.append(energy_j)
 
     def records_done(self, windows) -> None:
         self.figures.records.extend(windows)
+
+    def warmup(self, state: str, taken=None) -> None:
+        self.warmed = (state, taken)
 
     def close(self, outcome: Any, totals: bool = True) -> None:
         self.closed.append(outcome)
@@ -70,12 +75,21 @@ class Record:
 
 
 def trial(
-    meter: Meter, data: DeviceData, *, seed: int = 1, epochs: int = 1, repeats: int = 1, prune_at: int | None = None
+    meter: Meter,
+    data: DeviceData,
+    *,
+    seed: int = 1,
+    epochs: int = 1,
+    repeats: int = 1,
+    prune_at: int | None = None,
+    spec: models.ArchitectureSpec = SIMPLECNN,
+    warmup_steps: int = 2,
 ) -> PreparedTrial:
-    """A prepared trial of SIMPLECNN on `data`, measured by `meter`, its record in memory."""
+    """A prepared trial of `spec` (SIMPLECNN) on `data`, measured by `meter`, its record in memory."""
     config = replace(TrainConfig(), epochs=epochs, repeats=repeats, seed=seed, batch_size=40, device="cpu")
+    config.energy = replace(config.energy, warmup_steps=warmup_steps)
     setup = SimpleNamespace(
-        config=config, spec=SIMPLECNN, dataset=data, meter=meter, device=torch.device("cpu"), name=f"trial-s{seed}"
+        config=config, spec=spec, dataset=data, meter=meter, device=torch.device("cpu"), name=f"trial-s{seed}"
     )
     figures = TrialFigures(train_images=len(data.y_train))
     return PreparedTrial(setup, Record(figures, prune_at))  # type: ignore[arg-type]

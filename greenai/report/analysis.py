@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -160,11 +161,38 @@ class Level:
     mean_accuracy: float
     max_accuracy: float
     mean_energy: float
+    # The spread of one trial's energy at the level (one standard deviation), and what it was
+    # read from: "repeats" (the trials' energy_j_std) or "seeds" (their energies); None: unknown.
+    energy_sd: float | None = None
+    energy_sd_from: str | None = None
+
+
+# Params in which trials of one configuration differ: their seed, and which trial of the study.
+SEED_PARAMS = ("seed", "sweep.trial_number")
+
+
+def energy_spread(group: Sequence[TrialRow]) -> tuple[float | None, str | None]:
+    """One trial's energy spread at a level (one standard deviation), and what it was read from:
+    - "repeats", where every trial of the level recorded `energy_j_std` (a trial's energy sums its
+      R repeats, so its sd is sqrt(R) x the repeats' sd; pooled over the trials as a root mean
+      square);
+    - "seeds", where the level's trials are one configuration run with several seeds (their params
+      equal but for SEED_PARAMS): the sample standard deviation of their energies;
+    - none otherwise: the trials of a level that differ in more than their seed (the other layer
+      counts of a grid) spread by what they vary, which is no measure of noise."""
+    spreads = [(r.metrics.get("energy_j_std"), r.metrics.get("repeats_run") or 1.0) for r in group]
+    if spreads and all(sd is not None for sd, _ in spreads):
+        return math.sqrt(statistics.fmean(repeats * sd * sd for sd, repeats in spreads)), "repeats"
+    if len({r.params.get("seed") for r in group} - {None}) >= 2:
+        configs = {tuple(sorted((k, v) for k, v in r.params.items() if k not in SEED_PARAMS)) for r in group}
+        if len(configs) == 1:
+            return statistics.stdev(r.energy_j for r in group), "seeds"
+    return None, None
 
 
 def levels(rows: Sequence[TrialRow], factor: str) -> list[Level]:
     """Per level of a factor (finished trials with accuracy and energy): count, mean and max
-    accuracy, mean energy; levels in ascending order (False before True for relu, names
+    accuracy, mean energy and its spread (energy_spread); levels in ascending order (False before True for relu, names
     alphabetically)."""
     groups: dict[object, list[TrialRow]] = defaultdict(list)
     for row in scored(rows):
@@ -178,6 +206,7 @@ def levels(rows: Sequence[TrialRow], factor: str) -> list[Level]:
             statistics.fmean(r.accuracy for r in group),
             max(r.accuracy for r in group),
             statistics.fmean(r.energy_j for r in group),
+            *energy_spread(group),
         )
         for value, group in sorted(groups.items(), key=lambda kv: _level_order(kv[0]))
     ]

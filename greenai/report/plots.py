@@ -159,7 +159,16 @@ def layers_figure(tables: dict[str, list[Level]], estimated: bool) -> Figure:
     for ax, (factor, table) in zip(axes.flat, tables.items(), strict=True):
         labels = [("on" if lv.value else "off") if factor == "relu" else str(lv.value) for lv in table]
         positions = list(range(len(table)))  # numeric positions: the counts are labels, not a scale
-        ax.bar(positions, [lv.mean_energy for lv in table], color="tab:olive", alpha=0.7)
+        spread = [lv.energy_sd for lv in table]
+        ax.bar(
+            positions,
+            [lv.mean_energy for lv in table],
+            color="tab:olive",
+            alpha=0.7,
+            # One standard deviation of a trial's energy, where the runs give one (analysis.energy_spread).
+            yerr=[sd or 0.0 for sd in spread] if any(sd is not None for sd in spread) else None,
+            capsize=4,
+        )
         ax.set_xticks(positions, labels)
         ax.set_xlabel(AXIS_NAMES.get(factor, factor))
         ax.set_ylabel(energy_axis("mean energy per trial", estimated))
@@ -168,7 +177,9 @@ def layers_figure(tables: dict[str, list[Level]], estimated: bool) -> Figure:
         twin.set_ylabel("mean test accuracy", color="tab:blue")
         ax.set_title(f"by {factor}", fontsize=10)
     what = "layer count" if set(tables) <= set(AXIS_NAMES) else "what the sweep varied"
-    fig.suptitle(f"Layer study: energy (bars) and accuracy (line) by {what}", fontsize=12)
+    spread = any(lv.energy_sd is not None for table in tables.values() for lv in table)
+    bars = "energy (bars, ±1 sd)" if spread else "energy (bars)"
+    fig.suptitle(f"Layer study: {bars} and accuracy (line) by {what}", fontsize=12)
     return fig
 
 

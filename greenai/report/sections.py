@@ -249,13 +249,19 @@ def layers(rows: Sequence[TrialRow], out: Path, estimated: bool) -> Section:
 
 
 def levels_table(levels: list[an.Level], estimated: bool) -> str:
-    return table(
-        ["level", "trials", "mean accuracy", "max accuracy", "mean energy per trial"],
-        [
-            [lv.value, lv.count, fmt_acc(lv.mean_accuracy), fmt_acc(lv.max_accuracy), fmt_j(lv.mean_energy, estimated)]
-            for lv in levels
-        ],
-    )
+    """One line per level; with a column for the spread of a trial's energy where the runs give one
+    (across its repeats, or across the level's trials: an.energy_spread), so that a reader sees
+    whether a step between levels stands out of the noise."""
+    header = ["level", "trials", "mean accuracy", "max accuracy", "mean energy per trial"]
+    body = [
+        [lv.value, lv.count, fmt_acc(lv.mean_accuracy), fmt_acc(lv.max_accuracy), fmt_j(lv.mean_energy, estimated)]
+        for lv in levels
+    ]
+    if any(lv.energy_sd is not None for lv in levels):
+        header.append("energy ±1 sd (from)")
+        for row, lv in zip(body, levels, strict=True):
+            row.append("–" if lv.energy_sd is None else f"± {fmt_j(lv.energy_sd, estimated)} ({lv.energy_sd_from})")
+    return table(header, body)
 
 
 def per_layer_finding(factor: str, levels: list[an.Level]) -> str:

@@ -23,6 +23,10 @@ class TrialFigures:
     train_images: int
     idle: IdlePower | None = None
     accuracies: list[float] = field(default_factory=list)  # one per finished repeat
+    # Each finished repeat's own energy (its model's set-up, epochs and records), where its
+    # windows are its own: None for a fused member (equal shares of the group's windows) or a
+    # packed trial (attributed after the batch).
+    repeat_energies: list[float | None] = field(default_factory=list)
     epochs: list[EpochResult] = field(default_factory=list)  # all repeats, in order
     # The windows around its records between epochs (metrics written, the study told): part of
     # the trial's energy, so that a trial's figures cover its life from its first window to its last.
@@ -31,6 +35,15 @@ class TrialFigures:
     @property
     def accuracy(self) -> float:
         return statistics.fmean(self.accuracies) if self.accuracies else float("nan")
+
+    @property
+    def energy_std(self) -> float | None:
+        """The spread of the repeats' energies (population standard deviation, as accuracy_std's),
+        where there are several and each was measured on its own."""
+        known = [j for j in self.repeat_energies if j is not None]
+        if len(known) < 2 or len(known) < len(self.repeat_energies):
+            return None
+        return statistics.pstdev(known)
 
     def _total(self, windows: list[Measurement], part: str) -> float | None:
         values = [getattr(m, part) for m in windows]
@@ -79,6 +92,7 @@ class TrialFigures:
         figures: dict[str, float | None] = {
             "accuracy": self.accuracy,
             "accuracy_std": statistics.pstdev(self.accuracies) if len(self.accuracies) > 1 else None,
+            "energy_j_std": self.energy_std,
             "epochs_run": float(len(self.epochs)),
             "repeats_run": float(len(self.accuracies)),
             "train_seconds": train_s,

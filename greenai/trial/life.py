@@ -19,9 +19,10 @@ from greenai.energy.meters import Measurement, Meter, Source
 
 log = logging.getLogger(__name__)
 # A trial's own overhead on the ledger: preparing it (config, meter, data, study link), opening
-# its MLflow run, closing it. Each is measured apart and they never overlap, also where the fused
+# its MLflow run, the warm-up on its shapes (greenai.training.warmup: what the process pays once
+# per shape), closing it. Each is measured apart and they never overlap, also where the fused
 # launcher prepares a batch of trials before it opens their runs.
-STARTUP, OPENING, CLOSE = "start-up", "opening", "close"
+STARTUP, OPENING, WARMUP, CLOSE = "start-up", "opening", "warm-up", "close"
 
 
 @dataclass
@@ -85,7 +86,7 @@ class Life:
 
 
 def write(setup: Any, figures: Any, life: Life, closing: Piece) -> None:
-    """The trial's entries on its sweep's ledger: start-up, life, close. Nothing outside a sweep,
+    """The trial's entries on its sweep's ledger: start-up, opening, warm-up, life, close. Nothing outside a sweep,
     with energy off, or for a packed trial (the sweeper places those)."""
     folder = setup.job.sweep_folder if getattr(setup, "job", None) is not None else None
     if folder is None or setup.meter.source in (Source.off, Source.attributed) or life.t1 is None:
@@ -102,7 +103,7 @@ def write(setup: Any, figures: Any, life: Life, closing: Piece) -> None:
         metrics.get("trial_overhead_energy_j") or 0.0,
         figures.source.is_estimated,
     )
-    own = (getattr(setup, "startup", None), getattr(setup, "opening", None), closing)
+    own = (getattr(setup, "startup", None), getattr(setup, "opening", None), getattr(setup, "warmup", None), closing)
     pieces = [p.entry() for p in own if p is not None]
     try:
         folder.append_ledger(*(e.saved() for e in [trial, *pieces] if e is not None))

@@ -238,13 +238,24 @@ class TrialRecord:
             self.run.log(*self.pending.take())
         return self.link.report(step, result.test_accuracy, self.figures.metrics()["energy_j"])
 
-    def repeat_done(self, accuracy: float) -> None:
-        """A repeat trained every epoch: its final test accuracy counts in the trial's."""
+    def repeat_done(self, accuracy: float, energy_j: float | None = None) -> None:
+        """A repeat trained every epoch: its final test accuracy counts in the trial's, and its own
+        energy (None where its windows were shared) in the spread of the trial's."""
         self.figures.accuracies.append(accuracy)
+        self.figures.repeat_energies.append(energy_j)
 
     def records_done(self, windows: Sequence[Measurement]) -> None:
         """The windows around the trial's records between epochs: part of its energy."""
         self.figures.records.extend(windows)
+
+    def warmup(self, state: str, taken: Measurement | None = None) -> None:
+        """The warm-up before the trial's first window (greenai.trial.runner.warm): what became
+        of it, and its window where it was measured (the sweep's overhead, not the trial's)."""
+        self.pending.tags[names.WARMUP] = state
+        if taken is not None:
+            self.pending.metrics += tracking.metric_points(
+                {"warmup_energy_j": taken.total_j, "warmup_seconds": taken.seconds}
+            )
 
     def close(self, outcome: Outcome, totals: bool = True) -> None:
         """The trial's figures, kept whatever stopped it, then how it ended, on both records.

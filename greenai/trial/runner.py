@@ -23,6 +23,7 @@ records with it; a signal (KeyboardInterrupt) closes every open trial KILLED and
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ import torch
 from greenai.config import Precision, TrainConfig
 from greenai.energy.meters import Measurement, Meter, window
 from greenai.errors import StoreFull
-from greenai.training import fusion, models
+from greenai.training import fusion, models, warmup
 from greenai.training.augment import augmentation
 from greenai.training.data import DeviceData
 from greenai.training.inputs import TrainingData
@@ -48,7 +49,7 @@ from greenai.training.optim import (
 )
 from greenai.training.precision import Amp
 from greenai.trial.figures import TrialFigures
-from greenai.trial.life import CLOSE, Life, piece
+from greenai.trial.life import CLOSE, WARMUP, Life, Piece, piece
 from greenai.trial.life import write as write_life
 from greenai.trial.outcome import Failed, Finished, Outcome, PrunedAt
 from greenai.trial.record import TrialRecord, add_to_sweep_totals, finished, spent
@@ -85,9 +86,11 @@ class Recorder(Protocol):
 
     def epoch(self, step: int, result: EpochResult) -> bool: ...
 
-    def repeat_done(self, accuracy: float) -> None: ...
+    def repeat_done(self, accuracy: float, energy_j: float | None = None) -> None: ...
 
     def records_done(self, windows: Sequence[Measurement]) -> None: ...
+
+    def warmup(self, state: str, taken: Measurement | None = None) -> None: ...
 
 
 def _ended(run: TrainingRun, record: Recorder) -> Outcome | None:
@@ -98,6 +101,45 @@ def _ended(run: TrainingRun, record: Recorder) -> Outcome | None:
         assert run.error is not None
         return Failed(run.error)
     return None
+
+
+WARMED_EARLIER = "already done in this process"
+
+
+def warm(setup: TrialSetup, records: Sequence[Recorder], members: int | None = None) -> None:
+    """The warm-up on a trial's shapes (a fused group's, of `members` members), before its first
+    window (greenai.training.warmup): what the process pays once per shape is nobody's trial.
+    Measured as a piece of the sweep's ledger where the trial has such pieces, else unmeasured
+    and outside every window of the trial (energy off; a packed trial: its batch's overhead).
+    Once per process and shape. A warm-up that fails is said, and the trial trains on: its
+    first windows then pay what the warm-up would have. Each record says what became of it;
+    the first one (whose setup holds the ledger's piece) carries its energy."""
+    config = setup.config
+    steps = config.energy.warmup_steps
+    taken: Measurement | None = None
+    if steps <= 0:
+        state = "off"
+    elif (shapes := warmup.shapes_of(config, setup.spec, setup.dataset, members or 1)) in warmup.WARMED:
+        state = WARMED_EARLIER
+    else:
+        measured = getattr(setup, "startup", None) is not None
+        try:
+            with piece(setup.meter, WARMUP) if measured else contextlib.nullcontext() as warming:
+                if members is None:
+                    warmup.warm_up(config, setup.spec, setup.dataset, steps)
+                else:
+                    assert isinstance(setup.dataset, DeviceData), "setup.fuses() lets only device-resident data fuse"
+                    warmup.warm_up_group(setup.spec, members, setup.dataset, config.batch_size, steps)
+        except Exception as exc:  # the trial meets the same problem, and fails or trains as it would have
+            log.warning("%s: the warm-up failed (%s); its first windows pay what it would have", setup.name, exc)
+            state = f"failed: {exc}"[:500]
+        else:
+            warmup.WARMED.add(shapes)
+            state = "done" if members is None else f"done (a fused group of {members} members)"
+            if isinstance(warming, Piece):
+                setup.warmup, taken = warming, warming.taken
+    for i, record in enumerate(records):
+        record.warmup(state, taken if i == 0 else None)
 
 
 def train_repeats(
@@ -139,8 +181,15 @@ def train_repeats(
         ended = _ended(run, record)
         if ended is not None:
             return ended
-        record.repeat_done(run.epochs[-1].test_accuracy)
+        own = [built.taken, *run.records, *(w for e in run.epochs for w in (e.train, e.eval))]
+        record.repeat_done(run.epochs[-1].test_accuracy, _joules(own))
     return finished(len(config.objective.directions), record.figures)
+
+
+def _joules(windows: Sequence[Measurement]) -> float | None:
+    """A repeat's energy from its own windows (None where energy is off or attributed later)."""
+    known = [w.total_j for w in windows if w.total_j is not None]
+    return sum(known) if known else None
 
 
 def run_alone(trial: PreparedTrial) -> Outcome:
@@ -148,6 +197,8 @@ def run_alone(trial: PreparedTrial) -> Outcome:
     setup, record = trial.setup, trial.record
     life = Life.begin()
     try:
+        warm(setup, [record])
+        life = Life.begin()  # after the warm-up, which is the process's, not the trial's
         outcome = train_repeats(setup.config, setup.spec, setup.dataset, setup.meter, record)
     except Exception as exc:  # a store that failed mid-trial, an error in the data: the trial fails
         outcome = Failed(exc)
@@ -188,6 +239,12 @@ def run_fused(trials: Sequence[PreparedTrial]) -> list[Outcome]:
     """Train the trials as one group; each trial's outcome, in order, once its records are closed."""
     first = trials[0].setup
     assert isinstance(first.dataset, DeviceData), "setup.fuses() lets only device-resident data fuse"
+    try:  # the group's warm-up, measured on its first trial's ledger pieces
+        warm(first, [t.record for t in trials], members=sum(t.setup.config.repeats for t in trials))
+    except BaseException as exc:  # a signal: every trial's run is closed KILLED
+        for trial in trials:
+            trial.record.close(Failed(exc), totals=False)
+        raise
     life = Life.begin()
     with window(first.meter, "setup") as built:  # the group's model and optimiser, shared by its members
         group = fusion.FusedGroup(first.spec, members_of(trials), first.device)
@@ -244,7 +301,7 @@ def _finish(trial: PreparedTrial, runs: Sequence[TrainingRun], life: Life) -> Ou
     diverged = [_ended(runs[m], record) for m in trial.members if runs[m].state is RunState.diverged]
     outcome = trial.ended or (diverged[0] if diverged else None)
     if outcome is None:
-        for member in trial.members:
+        for member in trial.members:  # members share each window equally: no spread of energy to show
             record.repeat_done(runs[member].epochs[-1].test_accuracy)
         outcome = finished(len(trial.setup.config.objective.directions), record.figures)
     try:

@@ -48,6 +48,7 @@ class TrialSetup:
     fused: bool  # the trial's repeats train as one fused group
     startup: Piece | None = None  # its preparation's window on the sweep's ledger
     opening: Piece | None = None  # its run's opening's window
+    warmup: Piece | None = None  # its warm-up's window (trial.runner.warm), where it had one
 
     @property
     def name(self) -> str:

@@ -33,8 +33,9 @@ class Recorder:
         self.steps.append(step)
         return False
 
-    def repeat_done(self, accuracy) -> None:
+    def repeat_done(self, accuracy, energy_j=None) -> None:
         self.figures.accuracies.append(accuracy)
+        self.figures.repeat_energies.append(energy_j)
 
     def records_done(self, windows) -> None:
         self.figures.records.extend(windows)
