@@ -248,7 +248,7 @@ def _plan(ready: list[TrialSetup], groups: list[list[int]], jobs: int) -> str:
     """The line that starts training: the fused groups and their sizes, and how many trials
     train one after another, unfused, and why."""
     sizes = [len(g) for g in groups if ready[g[0]].fused]
-    alone = Counter(_why_alone(ready[g[0]]) for g in groups if not ready[g[0]].fused)
+    alone = Counter(ready[g[0]].unfused for g in groups if not ready[g[0]].fused)
     parts = []
     if sizes:
         plural = "s" if len(sizes) > 1 else ""
@@ -257,17 +257,6 @@ def _plan(ready: list[TrialSetup], groups: list[list[int]], jobs: int) -> str:
         parts.append(f"{sum(alone.values())} one after another, not fused ({'; '.join(alone)})")
     started = f"{len(ready)} jobs" if len(ready) == jobs else f"{len(ready)} of {jobs} jobs"
     return f"Launching {started}" + (f": {'; '.join(parts)}" if parts else "")
-
-
-def _why_alone(setup: TrialSetup) -> str:
-    """Why a trial is not fused (greenai.trial.setup.fuses decided it)."""
-    from greenai.energy.timeline import TimelineMeter
-
-    if isinstance(setup.meter, TimelineMeter):
-        return "packed trials are attributed one by one"
-    if setup.config.fuse is False:
-        return "fuse=false"
-    return f"fusion off on {setup.device.type}: fuse=true to force"
 
 
 def _settle(returned: JobReturn, outcome: Outcome) -> None:

@@ -128,7 +128,7 @@ def warm(setup: TrialSetup, records: Sequence[Recorder], members: int | None = N
                 if members is None:
                     warmup.warm_up(config, setup.spec, setup.dataset, steps)
                 else:
-                    assert isinstance(setup.dataset, DeviceData), "setup.fuses() lets only device-resident data fuse"
+                    assert isinstance(setup.dataset, DeviceData), "only device-resident data fuses"
                     warmup.warm_up_group(setup.spec, members, setup.dataset, config.batch_size, steps)
         except Exception as exc:  # the trial meets the same problem, and fails or trains as it would have
             log.warning("%s: the warm-up failed (%s); its first windows pay what it would have", setup.name, exc)
@@ -238,7 +238,7 @@ def _record_group_epoch(trial: PreparedTrial, results: Mapping[int, EpochResult]
 def run_fused(trials: Sequence[PreparedTrial]) -> list[Outcome]:
     """Train the trials as one group; each trial's outcome, in order, once its records are closed."""
     first = trials[0].setup
-    assert isinstance(first.dataset, DeviceData), "setup.fuses() lets only device-resident data fuse"
+    assert isinstance(first.dataset, DeviceData), "only device-resident data fuses"
     try:  # the group's warm-up, measured on its first trial's ledger pieces
         warm(first, [t.record for t in trials], members=sum(t.setup.config.repeats for t in trials))
     except BaseException as exc:  # a signal: every trial's run is closed KILLED

@@ -45,36 +45,42 @@ class TrialSetup:
     meter: Meter
     idle: IdlePower | None
     link: StudyLink
-    fused: bool  # the trial's repeats train as one fused group
+    unfused: str | None  # why its repeats do not train as one fused group; None: they do
     startup: Piece | None = None  # its preparation's window on the sweep's ledger
     opening: Piece | None = None  # its run's opening's window
     warmup: Piece | None = None  # its warm-up's window (trial.runner.warm), where it had one
+
+    @property
+    def fused(self) -> bool:
+        return self.unfused is None
 
     @property
     def name(self) -> str:
         return self.job.run_name(self.spec.name, self.config.seed)
 
 
-def fuses(
+def unfused_reason(
     config: TrainConfig,
     device: torch.device,
     packed: bool,
     dataset: inputs.TrainingData | None = None,
     spec: models.ArchitectureSpec | None = None,
-) -> bool:
-    """`fuse=null` (auto): fused on a GPU, where one member leaves the device mostly idle; not
-    on a CPU, where fusion roughly breaks even. Packed trials are attributed window by window
-    and never fused. A trial fusion cannot take runs unfused, and the log says once why."""
+) -> str | None:
+    """Why the trial's repeats do not train as one fused group (None: they do), the one place
+    greenai decides it. `fuse=null` (auto): fused on a GPU, where one member leaves the device
+    mostly idle; not on a CPU, where fusion roughly breaks even. Packed trials are attributed
+    window by window and never fused. A trial fusion cannot take runs unfused, and the log says
+    once why."""
     if packed:  # fuse=true with packing was refused before anything ran (preflight.check_job)
-        return False
-    wanted = device.type == "cuda" if config.fuse is None else bool(config.fuse)
-    if not wanted:
-        return False
+        return "packed trials are attributed one by one"
+    if config.fuse is False:
+        return "fuse=false"
+    if config.fuse is None and device.type != "cuda":
+        return f"fusion off on {device.type}: fuse=true to force"
     obstacle = fusion_obstacle(config, dataset, spec)
     if obstacle is not None:
         _say_once(f"fuse: running unfused: {obstacle}")
-        return False
-    return True
+    return obstacle
 
 
 def fusion_obstacle(
@@ -137,7 +143,7 @@ def prepare(cfg: DictConfig) -> TrialSetup:
         if timeline is not None:
             timeline.note(train_images=dataset.train_count, idle=idle.saved() if idle else None)
             meter = timeline
-        fused = fuses(config, device, packed=timeline is not None, dataset=dataset, spec=spec)
+        unfused = unfused_reason(config, device, packed=timeline is not None, dataset=dataset, spec=spec)
         link = StudyLink.for_job(config.sweep, job.launch_dir, defer_tell=timeline is not None)
     except BaseException:
         if startup is not None:
@@ -145,13 +151,13 @@ def prepare(cfg: DictConfig) -> TrialSetup:
         raise
     if startup is not None:
         startup.end()
-    setup = TrialSetup(config, spec, job, store, device, dataset, meter, idle, link, fused, startup)
+    setup = TrialSetup(config, spec, job, store, device, dataset, meter, idle, link, unfused, startup)
     log.info(
         "%s on %s, energy: %s%s",
         setup.name,
         device,
         meter.description,
-        ", repeats fused" if fused and config.repeats > 1 else "",
+        ", repeats fused" if setup.fused and config.repeats > 1 else "",
     )
     return setup
 

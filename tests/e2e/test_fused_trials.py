@@ -31,6 +31,18 @@ def test_a_trials_repeats_train_as_one_group_and_log_as_one_after_another(greena
     assert run.data.tags["energy_source"] in ("fused", "fused_estimated") and energy_kept(run)
 
 
+def test_a_batch_fusion_cannot_take_says_why_in_its_plan_line(greenai, tiny):
+    """fuse=true with an optimiser fusion does not train: the launcher's plan line gives the
+    reason the trial set-up decided, not a guess from fuse= and the device."""
+    proc = greenai("-m", "hydra/launcher=fused", "fuse=true", "optimizer=sgd", "seed=1,2", *tiny)
+    said = [line for line in (proc.stdout + proc.stderr).splitlines() if "Launching 2 jobs" in line]
+    reason = "optimizer=sgd (fusion trains Adam only)"
+    assert len(said) == 1 and said[0].endswith(f"Launching 2 jobs: 2 one after another, not fused ({reason})"), said
+    trials = trial_runs(mlflow_runs(greenai.cwd))
+    assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials)
+    assert all("fused_group_size" not in r.data.metrics for r in trials)
+
+
 def test_a_batch_fuses_by_architecture_each_trial_its_own_run(greenai, tiny):
     proc = greenai("-m", "hydra/launcher=fused", "fuse=true", "conv_layers=1,2", "seed=1,2,3", "repeats=2", *tiny)
     said = [line for line in (proc.stdout + proc.stderr).splitlines() if "Launching 6 jobs" in line]
