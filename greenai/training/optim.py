@@ -10,7 +10,7 @@ lr, beta1, beta2, eps and weight_decay stay top-level keys, where the paper's sp
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import ClassVar, Union
 
 import torch
 from torch import nn
@@ -27,24 +27,18 @@ class Hyperparameters:
     beta2: float
     eps: float
     weight_decay: float
+    PREFIX: ClassVar[str] = "adam"
 
     def params(self) -> dict[str, object]:
         """The run's params for values read back from a live optimiser (`adam.lr`, ...)."""
-        return {f"adam.{name}": float(value) for name, value in vars(self).items()}
+        return {f"{self.PREFIX}.{name}": float(value) for name, value in vars(self).items()}
 
 
 @dataclass(frozen=True)
-class AdamWHyperparameters:
+class AdamWHyperparameters(Hyperparameters):
     """AdamW's values: Adam's, with the weight decay applied to the weights, not the gradient."""
 
-    lr: float
-    beta1: float
-    beta2: float
-    eps: float
-    weight_decay: float
-
-    def params(self) -> dict[str, object]:
-        return {f"adamw.{name}": float(value) for name, value in vars(self).items()}
+    PREFIX: ClassVar[str] = "adamw"
 
 
 @dataclass(frozen=True)
