@@ -190,8 +190,10 @@ def test_four_slow_processes_on_one_study_never_start_more_than_n_trials(greenai
 
 
 def test_energy_counters_failing_mid_run_fall_back_and_label_the_run_partial(tmp_path, fashion_root, monkeypatch):
-    """Zeus reads the first windows, then its counter stops answering: the trial goes on, the
-    unread windows are estimated, and the run says `partial`."""
+    """Zeus reads the first epoch's windows, then its counter stops answering: the trial goes
+    on, the unread windows are estimated, and the run says `partial`."""
+    import contextlib
+
     from fake_zeus import RAPLCPUs, install
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
@@ -199,18 +201,28 @@ def test_energy_counters_failing_mid_run_fall_back_and_label_the_run_partial(tmp
 
     from greenai.energy import meters as energy
     from greenai.train import CONF_DIR, train
+    from greenai.training import loop
 
     class FlakyRAPL(RAPLCPUs):
-        """RAPL that answers its first reads (the first epoch's windows), then fails."""
+        """RAPL that answers until the trial's first epoch is recorded, then fails (however
+        many windows greenai opened before it: start-up, warm-up, the run's opening)."""
 
-        reads = 0
+        broken = False
 
         def get_total_energy_consumption(self, index):
-            FlakyRAPL.reads += 1
-            if FlakyRAPL.reads > 4:
+            if FlakyRAPL.broken:
                 raise RuntimeError("RAPL counter read failed")
             return super().get_total_energy_consumption(index)
 
+    real_window = loop.window
+
+    @contextlib.contextmanager
+    def window_then_break(meter, name):
+        with real_window(meter, name) as measured:
+            yield measured
+        FlakyRAPL.broken = FlakyRAPL.broken or name == "records"  # the first epoch is done
+
+    monkeypatch.setattr(loop, "window", window_then_break)
     install(monkeypatch, cpus=FlakyRAPL())
     monkeypatch.chdir(tmp_path)
     energy._METERS.clear()
