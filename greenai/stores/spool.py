@@ -48,6 +48,7 @@ from mlflow.exceptions import MlflowException
 
 from greenai import names
 from greenai.errors import causes
+from greenai.files import write_atomic
 from greenai.stores.locks import file_lock
 from greenai.stores.owner import owner_alive
 from greenai.stores.reachability import server_silence
@@ -220,10 +221,7 @@ def _unsent(journal: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _mark(journal: Path, offset: int) -> None:
-    mark = journal.with_name(journal.name + ".sent")
-    partial = mark.with_name(mark.name + ".partial")
-    partial.write_text(str(offset))
-    partial.replace(mark)
+    write_atomic(journal.with_name(journal.name + ".sent"), str(offset))
 
 
 def has_unsent(folder: Path) -> bool:

@@ -17,21 +17,11 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from greenai.files import write_atomic
 from greenai.stores.locks import file_lock
 
 META = ".greenai"
 RESULTS = "optimization_results.yaml"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    try:
-        partial.write_text(text)
-        partial.replace(path)
-    except OSError:
-        partial.unlink(missing_ok=True)  # a full disk takes the name but not the text: leave neither
-        raise
 
 
 class SweepFolder:

@@ -21,6 +21,7 @@ from torchvision import datasets
 
 from greenai.config import DatasetConfig, DatasetName
 from greenai.errors import DatasetError
+from greenai.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -168,10 +169,7 @@ def _prepare_fashion(found: dict[str, Path], cache: Path) -> Path:
         counts[name] = check_idx(path, content, "images" if "images" in name else "labels")
         target = raw / name
         if not plain_in_place and (not target.is_file() or target.stat().st_size != len(content)):
-            raw.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(".partial")
-            tmp.write_bytes(content)
-            tmp.replace(target)  # atomic: no half-written file is ever read back
+            write_atomic(target, content)  # no half-written file is ever read back
     for split in ("train", "t10k"):
         images, labels = counts[f"{split}-images-idx3-ubyte"], counts[f"{split}-labels-idx1-ubyte"]
         if images != labels:

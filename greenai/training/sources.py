@@ -33,6 +33,7 @@ from torchvision.transforms import v2
 
 from greenai.config import TRUSTED_TARGETS, DatasetConfig, DatasetKind
 from greenai.errors import ConfigError, DatasetError, failure_reason
+from greenai.files import write_atomic
 from greenai.training.models import check_trusted, locate
 
 log = logging.getLogger(__name__)
@@ -314,10 +315,8 @@ def mean_and_std(cfg: DatasetConfig, batches: Iterable[torch.Tensor]) -> tuple[l
             log.warning("%s: unreadable, computing the statistics again", path)
     mean, std, images = channel_stats(batches)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".partial")
-        tmp.write_text(json.dumps({"mean": mean, "std": std, "images": images, "dataset": cfg.name}))
-        tmp.replace(path)  # atomic: a concurrent trial reads the whole file or none
+        # Atomic: a concurrent trial reads the whole file or none.
+        write_atomic(path, json.dumps({"mean": mean, "std": std, "images": images, "dataset": cfg.name}))
     except OSError as exc:  # a read-only cache costs a recomputation next time, nothing else
         log.warning("cannot keep the statistics in %s (%s)", path, exc)
     log.info("%s: mean %s, std %s computed from %d training images (kept in %s)", cfg.name, mean, std, images, path)

@@ -10,12 +10,12 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "greenai"
 
-# Lowest first. The kernel (errors, names, the typed config) is the vocabulary every layer shares.
+# Lowest first. The kernel (errors, names, the typed config, atomic file writes) is what every layer shares.
 # The public API (greenai.api: greenai.Trial, the Lightning callback) sits above the sweep; the
 # package's own __init__ hands it out lazily and nothing imports names from it, so it ranks with
 # the commands.
 LAYERS = ("kernel", "energy", "training", "stores", "trial", "sweep", "report", "api", "commands")
-KERNEL = {"greenai.errors", "greenai.names", "greenai.config"}
+KERNEL = {"greenai.errors", "greenai.names", "greenai.config", "greenai.files"}
 COMMANDS = {"greenai", "greenai.train", "greenai.doctor", "greenai.sync"}
 # Above the rank rule: what a layer must never import although it sits higher.
 NEVER = {"report": {"energy", "training", "trial"}, "stores": {"energy", "training"}}
