@@ -36,7 +36,7 @@ def report(cfg: DictConfig) -> Path:
         raise GreenAIError(
             f"tracking.uri={cfg.tracking.uri}: no MLflow store there (run a sweep first, or point at yours)"
         )
-    check_store(store.url, "tracking.uri")  # a damaged or foreign file: one line, not a traceback
+    check_store(store, "tracking.uri")  # a damaged or foreign file: one line, not a traceback
     mlflow = tracking.client(store)
     metric = NET if options.energy is EnergyBasis.net else GROSS
     out = Path(launch_dir) / options.out_dir

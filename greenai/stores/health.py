@@ -30,19 +30,17 @@ OWN_TABLE = {"mlflow": "experiments", "optuna": "studies"}
 FOREIGN = {"mlflow": "an MLflow tracking database", "optuna": "an Optuna study database"}
 
 
-def check_store(url: str, key: str) -> None:
-    """Raise ConfigError naming `key`, the file and what is wrong with the store file at `url`;
-    other stores (servers, folders) and absent or empty files pass."""
-    store = StoreURL.parse(url, key=key)
+def check_store(store: StoreURL | str, key: str) -> None:
+    """Raise ConfigError naming `key`, the file and what is wrong with the store file at `store`
+    (parsed already, or a URL); other stores (servers, folders) and absent or empty files pass."""
+    shown = redact(store) if isinstance(store, str) else store.redacted
+    store = (StoreURL.parse(store) if isinstance(store, str) else store).keyed(key)
     if store.file is None or not Path(store.file).is_file() or Path(store.file).stat().st_size == 0:
         return
     path = Path(store.file)
-    if url.startswith("journal://"):
-        problem = _journal_problem(path)
-    else:
-        problem = _settled_sqlite_problem(path, store)
+    problem = _journal_problem(path) if store.kind == "journal" else _settled_sqlite_problem(path, store)
     if problem:
-        raise ConfigError(key, redact(url), f"{path} {problem}")
+        raise ConfigError(key, shown, f"{path} {problem}")
 
 
 def _settled_sqlite_problem(path: Path, store: StoreURL) -> str | None:

@@ -19,7 +19,7 @@ TIMEOUT_SECONDS = 5
 def check_reachable(store: StoreURL | str, key: str) -> None:
     """Raise ConfigError naming `key` if the store cannot be used."""
     store = store if isinstance(store, StoreURL) else StoreURL.parse(store)
-    check_store(store.url, key)  # a store file that is damaged, foreign or too new
+    check_store(store, key)  # a store file that is damaged, foreign or too new
     if store.folder is not None:
         return _check_folder(store.folder, store.url, key)
     if store.kind == "http":

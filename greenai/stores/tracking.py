@@ -75,7 +75,7 @@ _CLIENTS: dict[str, Any] = {}
 
 
 def as_store(store: StoreURL | str) -> StoreURL:
-    return store if isinstance(store, StoreURL) else StoreURL.parse(store)
+    return store if isinstance(store, StoreURL) else StoreURL.parse(store, key=TRACKING_KEY)
 
 
 def client(store: StoreURL | str) -> Any:
@@ -100,7 +100,7 @@ def experiment_id(mlflow: Any, name: str) -> str:
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    store = StoreURL.parse(mlflow.tracking_uri)
+    store = _tracking_store(mlflow.tracking_uri)
     location = (store.folder / "mlruns").as_uri() if store.kind == "sqlite" and store.folder else None
     try:
         return mlflow.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_TRAINING})
