@@ -14,7 +14,9 @@ from conftest import REPO
 from servers import as_root
 from store_readers import by_state, energy_kept, mlflow_runs, optuna_trials, sweep_runs, trial_runs
 
-pytestmark = pytest.mark.slow
+# Under pytest-xdist one worker runs them all: the Slurm cluster and the PostgreSQL server are
+# session fixtures on fixed paths, started once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm-and-postgres")]
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,8 @@ import pytest
 from datasets_on_disk import tiny_args, write_fashion
 from store_readers import mlflow_runs, sweep_runs, trial_runs
 
-pytestmark = pytest.mark.slow
+# Under pytest-xdist one worker runs them all: they read one store made once (two sweeps).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("report-store")]
 
 
 def greenai_in(work: Path, module: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
