@@ -16,6 +16,7 @@ from greenai.errors import ConfigError, fail
 from greenai.stores import spool
 from greenai.stores.reachability import check_reachable
 from greenai.stores.redaction import redact
+from greenai.stores.url import StoreURL
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
                 "does not write down; pass --tracking-uri with it"
             )
         try:
-            check_reachable(uri, "tracking.uri")
+            check_reachable(StoreURL.tracking(uri, Path.cwd()), "tracking.uri")
         except ConfigError as exc:
             fail(str(exc))
         sent = spool.send_folder(uri, folder)

@@ -38,7 +38,7 @@ def folder_full(
     if fault is None or fault.kind != "full":
         return None
     fault = dataclasses.replace(fault, file=fault.file or str(file or folder))
-    return store_waits.full(StoreURL.parse(str(folder), key=key), fault)
+    return store_waits.full(StoreURL.of_folder(folder, key), fault)
 
 
 def output_folder() -> tuple[str, Path]:

@@ -19,7 +19,6 @@ from urllib.parse import quote
 
 from greenai.errors import ConfigError
 from greenai.stores import waits as store_waits
-from greenai.stores.redaction import redact
 from greenai.stores.url import StoreURL
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -30,11 +29,10 @@ OWN_TABLE = {"mlflow": "experiments", "optuna": "studies"}
 FOREIGN = {"mlflow": "an MLflow tracking database", "optuna": "an Optuna study database"}
 
 
-def check_store(store: StoreURL | str, key: str) -> None:
-    """Raise ConfigError naming `key`, the file and what is wrong with the store file at `store`
-    (parsed already, or a URL); other stores (servers, folders) and absent or empty files pass."""
-    shown = redact(store) if isinstance(store, str) else store.redacted
-    store = (StoreURL.parse(store) if isinstance(store, str) else store).keyed(key)
+def check_store(store: StoreURL, key: str) -> None:
+    """Raise ConfigError naming `key`, the file and what is wrong with the store file at `store`;
+    other stores (servers, folders) and absent or empty files pass."""
+    shown, store = store.redacted, store.keyed(key)
     if store.file is None or not Path(store.file).is_file() or Path(store.file).stat().st_size == 0:
         return
     path = Path(store.file)

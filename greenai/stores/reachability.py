@@ -16,9 +16,8 @@ from greenai.stores.url import StoreURL
 TIMEOUT_SECONDS = 5
 
 
-def check_reachable(store: StoreURL | str, key: str) -> None:
+def check_reachable(store: StoreURL, key: str) -> None:
     """Raise ConfigError naming `key` if the store cannot be used."""
-    store = store if isinstance(store, StoreURL) else StoreURL.parse(store)
     check_store(store, key)  # a store file that is damaged, foreign or too new
     if store.folder is not None:
         return _check_folder(store.folder, store.url, key)

@@ -91,16 +91,6 @@ URI_FILE = "uri"
 JOURNAL_SUFFIX = ".writes"
 
 
-def spools(uri: str) -> bool:
-    """Whether writes to `uri` are kept while it is away: an MLflow server (http, https)."""
-    return uri.startswith(("http://", "https://"))
-
-
-def spooling(client: Any, uri: str) -> Any:
-    """`client` wrapped in a SpoolingClient where `uri` is a server; as it is elsewhere."""
-    return SpoolingClient(client, uri) if spools(uri) else client
-
-
 def spool_root() -> Path:
     return Path(os.environ.get(SPOOL_DIR_ENV) or Path.cwd() / ".greenai" / "spool").resolve()
 

@@ -41,55 +41,45 @@ EXPERIMENT_KIND = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
 
 
-def with_retries(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run an MLflow call, waiting (greenai.stores.waits) while sqlite says "database is locked"
-    (several workers writing one store): a locked write was rolled back, so trying again is safe."""
-    store = _tracking_store(getattr(getattr(call, "__self__", None), "tracking_uri", "?"))
+def with_retries(store: StoreURL, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run an MLflow call on `store`, waiting (greenai.stores.waits) while sqlite says "database
+    is locked" (several workers writing one store): a locked write was rolled back, so trying
+    again is safe."""
     return store_waits.retry(functools.partial(call, *args, **kwargs), store, ("busy",))
 
 
-@functools.lru_cache(maxsize=16)
-def _tracking_store(uri: str) -> StoreURL:
-    """The store an MLflow client writes to (parsed once per URL, not per call)."""
-    return StoreURL.parse(uri, key=TRACKING_KEY)
-
-
 class RetryingClient:
-    """MlflowClient whose every call goes through with_retries."""
+    """MlflowClient whose every call goes through with_retries; `store` is the store it writes to."""
 
-    def __init__(self, inner: MlflowClient) -> None:
-        self._inner = inner
+    def __init__(self, inner: MlflowClient, store: StoreURL) -> None:
+        self._inner, self.store = inner, store
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Launchers pickle Hydra's callbacks (and so this client) to send them to workers.
-        return (RetryingClient, (self._inner,))
+        return (RetryingClient, (self._inner, self.store))
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name == "_inner":
             raise AttributeError(name)
         attr = getattr(self._inner, name)
-        return functools.partial(with_retries, attr) if callable(attr) else attr
+        return functools.partial(with_retries, self.store, attr) if callable(attr) else attr
 
 
 _CLIENTS: dict[str, Any] = {}
 
 
-def as_store(store: StoreURL | str) -> StoreURL:
-    return store if isinstance(store, StoreURL) else StoreURL.parse(store, key=TRACKING_KEY)
-
-
-def client(store: StoreURL | str) -> Any:
+def client(store: StoreURL) -> Any:
     """One client per store and process. A fresh sqlite store is created (MLflow runs its
     schema migrations) under the store's lock, so workers starting together do not race on it;
     runs that dead processes of this host left RUNNING are closed then."""
-    store = as_store(store)
     if store.url not in _CLIENTS:
         with store.lock(CREATE):
             created = MlflowClient(tracking_uri=store.url)
-            if not spool.spools(store.url):  # a server's store is the server's business
+            if store.kind != "http":  # a server's store is the server's business
                 created.search_experiments(max_results=1)  # creates and migrates the store now
         # A tracking server that goes away: writes wait in a local spool (greenai.stores.spool).
-        _CLIENTS[store.url] = spool.spooling(RetryingClient(created), store.url)
+        retrying = RetryingClient(created, store.keyed(TRACKING_KEY))
+        _CLIENTS[store.url] = spool.SpoolingClient(retrying, store.url) if store.kind == "http" else retrying
         close_dead_runs(_CLIENTS[store.url])
     return _CLIENTS[store.url]
 
@@ -100,7 +90,7 @@ def experiment_id(mlflow: Any, name: str) -> str:
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    store = _tracking_store(mlflow.tracking_uri)
+    store = mlflow.store
     location = (store.folder / "mlruns").as_uri() if store.kind == "sqlite" and store.folder else None
     try:
         return mlflow.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_TRAINING})
@@ -194,7 +184,7 @@ def create_run(mlflow: Any, experiment: str, run_name: str, tags: Mapping[str, o
 
 
 @contextmanager
-def open_run(store: StoreURL | str, experiment: str, run_name: str, tags: Mapping[str, object]) -> Iterator[RunLogger]:
+def open_run(store: StoreURL, experiment: str, run_name: str, tags: Mapping[str, object]) -> Iterator[RunLogger]:
     """A run that is closed with the right status whatever happens inside the block."""
     run = create_run(client(store), experiment, run_name, tags)
     try:

@@ -60,6 +60,13 @@ class StoreURL:
         return cls.parse(storage, base, key=STUDY_KEY)
 
     @classmethod
+    def of_folder(cls, folder: str | Path, key: str) -> StoreURL:
+        """A folder greenai writes to (Hydra's sweep or run folder), named by `key`: not a URL,
+        so nothing to parse."""
+        path = Path(folder).absolute()
+        return cls(str(path), "file", path, key=key)
+
+    @classmethod
     def _parsed(cls, raw: str, base: str | Path) -> StoreURL:
         if raw.startswith(JOURNAL):
             path = _absolute(raw[len(JOURNAL) :].removeprefix("//"), base)

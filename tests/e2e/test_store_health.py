@@ -17,6 +17,7 @@ from test_bad_input import assert_refused
 
 from greenai.errors import ConfigError
 from greenai.stores.health import _revisions, check_store
+from greenai.stores.url import StoreURL
 
 
 def mlflow_db(folder: Path) -> Path:
@@ -134,7 +135,7 @@ def test_a_broken_store_file_is_named_with_what_is_wrong(tmp_path, make, scheme,
     before = hashlib.sha256(path.read_bytes()).hexdigest()
     files = sorted(tmp_path.iterdir())
     with pytest.raises(ConfigError) as refused:
-        check_store(f"{scheme}{path}", key)
+        check_store(StoreURL.parse(f"{scheme}{path}"), key)
     assert str(refused.value).startswith(f"{key}={scheme}{path}: {path} {message}"), refused.value
     assert "\n" not in str(refused.value)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before, "the check only reads"
@@ -142,17 +143,17 @@ def test_a_broken_store_file_is_named_with_what_is_wrong(tmp_path, make, scheme,
 
 
 def test_sound_stores_absent_and_empty_files_pass(tmp_path):
-    check_store(f"sqlite:///{mlflow_db(tmp_path)}", "tracking.uri")
-    check_store(f"sqlite:///{optuna_db(tmp_path)}", "sweep.storage")
-    check_store(f"journal://{optuna_journal(tmp_path)}", "sweep.storage")
+    check_store(StoreURL.parse(f"sqlite:///{mlflow_db(tmp_path)}"), "tracking.uri")
+    check_store(StoreURL.parse(f"sqlite:///{optuna_db(tmp_path)}"), "sweep.storage")
+    check_store(StoreURL.parse(f"journal://{optuna_journal(tmp_path)}"), "sweep.storage")
     journal = tmp_path / "optuna.log"
     torn = tmp_path / "torn.log"
     torn.write_bytes(journal.read_bytes() + b'{"op_code": 0, "worker')  # a writer still appending
-    check_store(f"journal://{torn}", "sweep.storage")
-    check_store(f"sqlite:///{tmp_path / 'absent.db'}", "sweep.storage")
+    check_store(StoreURL.parse(f"journal://{torn}"), "sweep.storage")
+    check_store(StoreURL.parse(f"sqlite:///{tmp_path / 'absent.db'}"), "sweep.storage")
     (tmp_path / "empty.db").touch()
-    check_store(f"sqlite:///{tmp_path / 'empty.db'}", "tracking.uri")
-    check_store("http://127.0.0.1:9", "tracking.uri")
+    check_store(StoreURL.parse(f"sqlite:///{tmp_path / 'empty.db'}"), "tracking.uri")
+    check_store(StoreURL.parse("http://127.0.0.1:9"), "tracking.uri")
 
 
 def test_a_store_another_worker_is_creating_is_judged_once_it_is_done(tmp_path, monkeypatch):
@@ -160,7 +161,7 @@ def test_a_store_another_worker_is_creating_is_judged_once_it_is_done(tmp_path, 
     tracking.client): a worker starting alongside must not take the revision committed so far
     for an older schema (two workers on one fresh mlflow.db: one refused it, exit status 2)."""
     from greenai.stores import health as store_health
-    from greenai.stores.url import CREATE, StoreURL
+    from greenai.stores.url import CREATE
 
     path = mlflow_db(tmp_path)
     head = _revisions("mlflow")[1][0]
@@ -174,7 +175,7 @@ def test_a_store_another_worker_is_creating_is_judged_once_it_is_done(tmp_path, 
 
     def check():
         try:
-            check_store(f"{SQLITE}{path}", "tracking.uri")
+            check_store(StoreURL.parse(f"{SQLITE}{path}"), "tracking.uri")
         except ConfigError as exc:
             checked["refused"] = str(exc)
         checked["done"] = True

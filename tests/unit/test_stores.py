@@ -82,11 +82,11 @@ def test_an_unwritable_store_folder_is_one_line_naming_the_key(tmp_path):
 
 def test_an_unreachable_server_is_one_line_naming_the_key():
     with pytest.raises(ConfigError, match=r"^tracking.uri=http://127.0.0.1:9/: MLflow server not reachable"):
-        check_reachable("http://127.0.0.1:9/", "tracking.uri")
+        check_reachable(StoreURL.parse("http://127.0.0.1:9/"), "tracking.uri")
     with pytest.raises(
         ConfigError, match=r"^sweep.storage=postgresql://u:\*\*\*@127.0.0.1:9/x: database not reachable"
     ):
-        check_reachable("postgresql://u:pw@127.0.0.1:9/x", "sweep.storage")
+        check_reachable(StoreURL.parse("postgresql://u:pw@127.0.0.1:9/x"), "sweep.storage")
 
 
 def test_reachable_stores_pass(tmp_path: Path):

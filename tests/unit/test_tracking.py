@@ -12,7 +12,7 @@ from greenai.trial.outcome import Pruned
 
 @pytest.fixture
 def uri(tmp_path):
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+    return StoreURL.tracking("sqlite:///mlflow.db", tmp_path)
 
 
 def ended(uri, body):
@@ -129,7 +129,7 @@ def test_a_locked_database_is_retried_not_raised():
             raise RuntimeError("(sqlite3.OperationalError) database is locked")
         return "ok"
 
-    assert tracking.with_retries(flaky) == "ok" and len(calls) == 3
+    assert tracking.with_retries(StoreURL.tracking("sqlite:///m.db", "."), flaky) == "ok" and len(calls) == 3
 
 
 def test_runs_carry_mlflows_own_context_tags_and_the_experiment_says_model_training(uri):
