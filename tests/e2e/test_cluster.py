@@ -44,14 +44,17 @@ SLURM = [
 ]
 
 
-def running_job(cwd: Path, proc: subprocess.Popen, log: Path, progress: str) -> str:
+def running_job(cwd: Path, proc: subprocess.Popen, log: Path, progress: str, batch: int = 1) -> str:
     """The Slurm id of this sweep's first job whose log shows `progress` (submitit keeps each
-    job's log in .submitit/<id>/), so a scancel can only hit a job of this sweep, mid-training."""
+    job's log in .submitit/<id>/), once `batch` of its jobs show it: a scancel can only hit a
+    job of this sweep, mid-training, and never one whose batch-mates are still starting (on a
+    busy machine a job's start-up takes its time, and a batch-mate not yet started when the
+    batch is lost is failed with it)."""
     deadline = time.monotonic() + 300
     while True:
-        for out in (cwd / "outputs").rglob(".submitit/*/*_log.out"):
-            if progress in out.read_text():
-                return out.parent.name
+        logs = [out for out in (cwd / "outputs").rglob(".submitit/*/*_log.out") if progress in out.read_text()]
+        if len(logs) >= batch:
+            return sorted(logs)[0].parent.name
         assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.5)
 
@@ -84,7 +87,7 @@ def test_a_job_slurm_cancels_is_failed_and_the_sweep_goes_on(greenai, fashion_ro
     ]
     log = tmp_path / "sweep.log"
     proc = greenai.start(*args, log=log)
-    job = running_job(greenai.cwd, proc, log, "epoch   2/40")
+    job = running_job(greenai.cwd, proc, log, "epoch   2/40", batch=2)
     subprocess.run(["scancel", job], check=True)
     assert proc.wait(timeout=900) == 0, log.read_text()[-3000:]
     assert "the launcher lost a job" in log.read_text()

@@ -43,7 +43,8 @@ def test_readme_has_both_marked_commands():
     main = marked_command(text, "<!-- main-command -->")
     tests = marked_command(text, "<!-- test-command -->")
     assert main.startswith("apt-get install -y ") and "python -m greenai.train -m" in main
-    assert tests.startswith("apt-get install -y ") and tests.endswith("python -m pytest")
+    # Two tests at a time: the test extra installs pytest-xdist.
+    assert tests.startswith("apt-get install -y ") and tests.endswith("python -m pytest -n 2")
 
 
 def test_readme_is_at_most_150_lines():
